@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create (or reuse) a virtual environment and install mmseg-uda for CPU, as the
+# README's install section says. Sourced by tools/run_demo.sh and
+# tools/run_tests.sh. VENV overrides the location (default: .venv).
+set -euo pipefail
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+if ! python -c "import mmseg_uda" >/dev/null 2>&1 || [ "${FORCE_INSTALL:-0}" = 1 ]; then
+  echo "[setup] installing torch (CPU) first, then requirements.txt and the package"
+  pip install -q torch==2.13.0
+  pip install -q -r requirements.txt
+  pip install -q --no-build-isolation --no-deps -e .
+fi
