@@ -1,0 +1,4 @@
+"""Evaluation components of mmseg-uda."""
+from .metrics import UDAIoUMetric
+
+__all__ = ['UDAIoUMetric']

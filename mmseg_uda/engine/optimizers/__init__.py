@@ -1,0 +1,3 @@
+from .uda_optim_wrapper_constructor import UDAOptimWrapperConstructor
+
+__all__ = ['UDAOptimWrapperConstructor']

@@ -1,0 +1,3 @@
+from .discriminators import FCDiscriminator
+
+__all__ = ['FCDiscriminator']

@@ -1,0 +1,162 @@
+"""Checks on a config made before the Runner is built, so that a wrong
+class count, an unknown method, a missing pretrained checkpoint or a missing
+teacher hook is reported in one sentence instead of a traceback hours in."""
+import os.path as osp
+from typing import Iterator, List, Optional, Tuple
+
+from mmengine.config import Config, ConfigDict
+from mmengine.runner import find_latest_checkpoint
+
+from mmseg_uda.registry import DATASETS, MODELS
+
+DOWNLOAD_PREFIXES = ('http://', 'https://', 'open-mmlab://', 'mmcls://',
+                     'torchvision://', 'pavi://', 's3://')
+
+
+class ConfigError(ValueError):
+    """A config problem found before training starts."""
+
+
+def _walk(node, path: str = '') -> Iterator[Tuple[str, dict]]:
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f'{path}.{key}' if path else key)
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _walk(value, f'{path}[{i}]')
+
+
+def pretrained_checkpoints(model_cfg: dict) -> List[Tuple[str, str]]:
+    """(config key, path) of every checkpoint the model loads at init."""
+    found = []
+    for path, node in _walk(model_cfg, 'model'):
+        if node.get('type') == 'Pretrained' and node.get('checkpoint'):
+            found.append((f'{path}.checkpoint', node['checkpoint']))
+        if isinstance(node.get('pretrained'), str):
+            found.append((f'{path}.pretrained', node['pretrained']))
+    return found
+
+
+def check_pretrained(model_cfg: dict) -> None:
+    for key, ckpt in pretrained_checkpoints(model_cfg):
+        target = key[:-len('.checkpoint')] if key.endswith('.checkpoint') \
+            else key
+        disable = f'--cfg-options {target}=None'
+        if ckpt.startswith(DOWNLOAD_PREFIXES):
+            raise ConfigError(
+                f'{key} = {ckpt!r} is a download address; mmseg-uda never '
+                'downloads at run time. Download the file yourself, put it '
+                f'under pretrained/ and point {key} at it (README, '
+                f'"Pretrained weights"), or train from scratch with '
+                f'{disable}.')
+        if not osp.isfile(osp.expanduser(ckpt)):
+            raise ConfigError(
+                f'Pretrained checkpoint {ckpt!r} ({key}) does not exist. '
+                'Download and convert it as the README\'s "Pretrained '
+                f'weights" section says, or train from scratch with '
+                f'{disable}.')
+
+
+def _dataset_classes(dataset_cfg: dict) -> Optional[Tuple[str, ...]]:
+    if not isinstance(dataset_cfg, dict):
+        return None
+    if dataset_cfg.get('type') == 'UDADataset':
+        return _dataset_classes(dataset_cfg.get('source'))
+    metainfo = dataset_cfg.get('metainfo') or {}
+    if metainfo.get('classes'):
+        return tuple(metainfo['classes'])
+    cls = DATASETS.get(dataset_cfg.get('type', ''))
+    meta = getattr(cls, 'METAINFO', None) or {}
+    return tuple(meta['classes']) if meta.get('classes') else None
+
+
+def _student_cfg(model_cfg: dict) -> dict:
+    return model_cfg.get('segmentor', model_cfg) \
+        if model_cfg.get('type') == 'UDASegmentor' else model_cfg
+
+
+def check_num_classes(cfg: Config) -> None:
+    student = _student_cfg(cfg.model)
+    heads = [('model.segmentor.decode_head', student.get('decode_head'))]
+    aux = student.get('auxiliary_head')
+    aux = aux if isinstance(aux, (list, tuple)) else [aux]
+    heads += [('model.segmentor.auxiliary_head', a) for a in aux if a]
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = (cfg.get(loader) or {}).get('dataset')
+        classes = _dataset_classes(dataset)
+        if classes is None:
+            continue
+        for key, head in heads:
+            if head and head.get('num_classes') not in (None, len(classes)):
+                raise ConfigError(
+                    f'{key}.num_classes = {head["num_classes"]} but '
+                    f'{loader}.dataset has {len(classes)} classes '
+                    f'({", ".join(classes[:5])}, ...). Make them equal (a '
+                    'SYNTHIA 16-class head needs a 16-class metainfo).')
+
+
+def check_methods(cfg: Config) -> None:
+    if cfg.model.get('type') != 'UDASegmentor':
+        return
+    from mmseg_uda.models.segmentors import registered_uda_methods
+    from mmseg_uda.models.uda import BaseUDAMethod
+    needs_teacher = False
+    for i, method in enumerate(cfg.model.get('methods', [])):
+        cls = MODELS.get(method.get('type', ''))
+        if not (isinstance(cls, type) and issubclass(cls, BaseUDAMethod)):
+            raise ConfigError(
+                f'model.methods[{i}].type = {method.get("type")!r} is not a '
+                f'registered UDA method; choose from '
+                f'{registered_uda_methods()}.')
+        needs_teacher |= bool(cls.requires_teacher)
+    hooks = [h.get('type') for h in cfg.get('custom_hooks', [])]
+    if needs_teacher and 'EMATeacherHook' not in hooks:
+        raise ConfigError(
+            'A method in model.methods uses the EMA teacher but custom_hooks '
+            "has no dict(type='EMATeacherHook').")
+
+
+def check_config(cfg: Config, check_weights: bool = True) -> None:
+    """Run every static check (raises :class:`ConfigError`)."""
+    check_methods(cfg)
+    check_num_classes(cfg)
+    if check_weights:
+        check_pretrained(cfg.model)
+
+
+def resolve_resume(resume: Optional[str], work_dir: str) -> Optional[str]:
+    """``--resume`` (auto: latest checkpoint in the work dir) or
+    ``--resume PATH`` -> checkpoint path, with a clear error if none."""
+    if resume is None:
+        return None
+    if resume == 'auto':
+        latest = find_latest_checkpoint(work_dir)
+        if latest is None:
+            raise ConfigError(
+                f'--resume: no checkpoint in the work dir {work_dir!r} (no '
+                '"last_checkpoint" file). Train without --resume first, or '
+                'pass --resume PATH/TO/iter_N.pth.')
+        return latest
+    if not osp.isfile(resume):
+        raise ConfigError(f'--resume {resume}: file does not exist.')
+    return resume
+
+
+def set_amp(cfg: Config) -> None:
+    """``--amp``: AmpOptimWrapper for every optimizer wrapper (the
+    segmentor's and the discriminator's)."""
+    import torch
+    if not torch.cuda.is_available():
+        raise ConfigError('--amp needs a CUDA GPU (mmengine\'s '
+                          'AmpOptimWrapper); this machine has none.')
+    optim = cfg.optim_wrapper
+    wrappers = [optim] if 'optimizer' in optim else [
+        v for k, v in optim.items() if isinstance(v, (dict, ConfigDict))
+    ]
+    for wrapper in wrappers:
+        kind = wrapper.get('type', 'OptimWrapper')
+        if kind not in ('OptimWrapper', 'AmpOptimWrapper'):
+            raise ConfigError(f'--amp works with OptimWrapper, got {kind}.')
+        wrapper['type'] = 'AmpOptimWrapper'
+        wrapper.setdefault('loss_scale', 'dynamic')

@@ -1,0 +1,480 @@
+"""``UDASegmentor``: any mmseg segmentor as the student, plus a list of
+domain-adaptation methods, trained with one optimizer step per iteration."""
+import copy
+import fnmatch
+from contextlib import ExitStack, contextmanager
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.dist import is_distributed
+from mmengine.logging import MessageHub
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.utils import is_list_of
+from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.models.utils import resize
+from mmseg.utils import add_prefix
+from torch import Tensor, nn
+
+from mmseg_uda.registry import MODELS
+from ..uda.base import BaseUDAMethod
+from ..uda.context import DOMAINS, UDAContext
+from ..utils.normalization import to_rgb_uint8
+from ..utils.seg_forward import segmentor_forward
+
+
+def registered_uda_methods() -> List[str]:
+    """Names of the UDA methods in mmseg's MODELS registry."""
+    return sorted(
+        name for name, cls in MODELS.module_dict.items()
+        if isinstance(cls, type) and issubclass(cls, BaseUDAMethod))
+
+
+def _is_dropout_like(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.dropout._DropoutNd) or \
+        type(module).__name__ == 'DropPath'
+
+
+@MODELS.register_module()
+class UDASegmentor(BaseSegmentor):
+    """Unsupervised domain adaptation around an mmseg segmentor.
+
+    Design (``shared/docs/design.md``): the two-domain batch of
+    ``UDADataset`` is normalised by ``UDADataPreProcessor``; the student (any
+    ``EncoderDecoder`` config) is forwarded once per domain; each method in
+    ``methods`` receives a :class:`UDAContext` and returns named losses; the
+    source cross-entropy of the student's own decode (and auxiliary) head is
+    always included (``methods=[]`` is the source-only baseline). One
+    backward and one optimizer step per iteration; methods with
+    discriminators get a second optimizer (``OptimWrapperDict`` key
+    ``discriminator``) stepped in the same iteration.
+
+    Args:
+        segmentor (dict): config of the student segmentor
+            (e.g. ``{{_base_.model}}`` of an mmseg model config).
+        methods (list[dict]): UDA method configs (see
+            :func:`registered_uda_methods`); empty = source only.
+        bn_mode (str): ``'joint'`` forwards the source and target batches
+            through the student together (BatchNorm statistics over both
+            domains), ``'separate'`` one after the other, target first as in
+            PLCA's official code (methods.md §2.4 item 6).
+        teacher_mode (str): how the EMA teacher runs during training:
+            ``'dropout_off'`` keeps the teacher in train mode but switches
+            Dropout/DropPath off (DAFormer), ``'eval'`` runs it in eval mode.
+        train_cfg (dict): ``check_finite`` (default True) stops training
+            with the iteration and loss name when a loss is NaN/inf.
+        test_cfg (dict): ``predict_with`` ``'student'`` (default) or
+            ``'teacher'``; ``method_inference`` (default True) lets a method
+            replace ``encode_decode`` at test time (PLCA aggregation).
+        data_preprocessor (dict, optional): defaults to a
+            ``UDADataPreProcessor`` with the student's normalisation.
+    """
+
+    def __init__(self,
+                 segmentor: dict,
+                 methods: Sequence[dict] = (),
+                 bn_mode: str = 'joint',
+                 teacher_mode: str = 'dropout_off',
+                 train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        if data_preprocessor is None:
+            student_dp = dict(segmentor.get('data_preprocessor') or {})
+            student_dp['type'] = 'UDADataPreProcessor'
+            data_preprocessor = student_dp
+        super().__init__(
+            data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if bn_mode not in ('joint', 'separate'):
+            raise ValueError(
+                f"bn_mode must be 'joint' or 'separate', got {bn_mode!r}")
+        if teacher_mode not in ('dropout_off', 'eval'):
+            raise ValueError("teacher_mode must be 'dropout_off' or 'eval', "
+                             f'got {teacher_mode!r}')
+        self.bn_mode = bn_mode
+        self.teacher_mode = teacher_mode
+        self.train_cfg = dict(check_finite=True, **(train_cfg or {}))
+        self.test_cfg = dict(
+            predict_with='student', method_inference=True,
+            **(test_cfg or {}))
+        if self.test_cfg['predict_with'] not in ('student', 'teacher'):
+            raise ValueError("test_cfg.predict_with must be 'student' or "
+                             f"'teacher', got {self.test_cfg['predict_with']}")
+
+        self.student = MODELS.build(segmentor)
+        if not hasattr(self.student, 'decode_head'):
+            raise TypeError(
+                'UDASegmentor needs a segmentor with a decode head (an mmseg '
+                f'EncoderDecoder); got {type(self.student).__name__}.')
+        self.methods = nn.ModuleList(
+            self._build_method(i, cfg) for i, cfg in enumerate(methods))
+        prefixes = [m.loss_prefix for m in self.methods if m.loss_prefix]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(
+                f'Two UDA methods share a loss_prefix ({prefixes}); give each '
+                'a distinct `loss_prefix`.')
+
+        self.teacher = None
+        if any(m.requires_teacher for m in self.methods):
+            self.teacher = MODELS.build(copy.deepcopy(segmentor))
+            self.teacher.requires_grad_(False)
+            # Set by EMATeacherHook when it copies the student; checkpointed,
+            # so a resumed run never re-initialises its teacher.
+            self.register_buffer('teacher_initialized',
+                                 torch.tensor(0, dtype=torch.uint8))
+        elif self.test_cfg['predict_with'] == 'teacher':
+            raise ValueError(
+                "test_cfg.predict_with='teacher' but no method builds a "
+                'teacher (none has requires_teacher=True).')
+
+        # Multiplicative factors for loss keys (fnmatch patterns), set each
+        # iteration by LossWeightScheduleHook.
+        self.loss_scales: Dict[str, float] = {}
+        # Set by the debug-picture hook for the iterations it draws.
+        self.debug_enabled = False
+        self.debug_maps: Dict[str, Tensor] = {}
+        self._discriminator_loss_keys: set = set()
+
+    # ------------------------------------------------------------- building
+    @staticmethod
+    def _build_method(index: int, cfg: dict) -> BaseUDAMethod:
+        cfg = dict(cfg)
+        method_type = cfg.get('type')
+        cls = MODELS.get(method_type) if isinstance(method_type, str) \
+            else method_type
+        if cls is None:
+            raise KeyError(
+                f'methods[{index}]: unknown UDA method type {method_type!r}. '
+                f'Registered UDA methods: {registered_uda_methods()}. Is the '
+                "package imported (custom_imports=dict(imports=['mmseg_uda']))?")
+        if not (isinstance(cls, type) and issubclass(cls, BaseUDAMethod)):
+            raise TypeError(
+                f'methods[{index}]: {method_type!r} is registered but is not '
+                'a UDA method (a subclass of BaseUDAMethod). Registered UDA '
+                f'methods: {registered_uda_methods()}.')
+        return MODELS.build(cfg)
+
+    @property
+    def current_iter(self) -> int:
+        """The runner's iteration (0-based), from mmengine's MessageHub."""
+        it = MessageHub.get_current_instance().get_info('iter')
+        return 0 if it is None else int(it)
+
+    def discriminator_modules(self) -> List[nn.Module]:
+        return [d for m in self.methods for d in m.discriminators()]
+
+    def frozen_modules(self) -> List[nn.Module]:
+        mods = [m for method in self.methods for m in method.frozen_modules()]
+        if self.teacher is not None:
+            mods.append(self.teacher)
+        return mods
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Accept a plain segmentor checkpoint (keys ``backbone.*``,
+        ``decode_head.*``) for the student (and teacher), so ``load_from`` a
+        source-only mmseg model works."""
+        student_keys = [k for k in state_dict
+                        if k.startswith(prefix + 'student.')]
+        plain = [k for k in state_dict if k.startswith(prefix) and
+                 k[len(prefix):].split('.')[0] in ('backbone', 'neck',
+                                                   'decode_head',
+                                                   'auxiliary_head')]
+        if plain and not student_keys:
+            for k in plain:
+                rest = k[len(prefix):]
+                value = state_dict.pop(k)
+                state_dict[prefix + 'student.' + rest] = value
+                if self.teacher is not None:
+                    state_dict[prefix + 'teacher.' + rest] = value.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------- training
+    def _student_domains(self) -> List[str]:
+        wanted = {'source'}
+        for m in self.methods:
+            wanted.update(m.student_domains)
+        unknown = wanted - set(DOMAINS)
+        if unknown:
+            raise ValueError(f'Unknown domains {unknown}; use {DOMAINS}.')
+        # PLCA's official code forwards the target first (BN order).
+        order = ('target', 'source') if self.bn_mode == 'separate' \
+            else DOMAINS
+        return [d for d in order if d in wanted]
+
+    def _needs_feat(self) -> bool:
+        return any(m.needs_feat for m in self.methods)
+
+    def _forward_student_domains(self, ctx: UDAContext,
+                                 domains: List[str]) -> None:
+        domains = [d for d in domains if d not in ctx._student]
+        if not domains:
+            return
+        with_feat = self._needs_feat()
+        if self.bn_mode == 'joint' and len(domains) > 1:
+            imgs = [ctx.inputs[d] for d in domains]
+            shapes = {tuple(i.shape[-2:]) for i in imgs}
+            if len(shapes) != 1:
+                raise ValueError(
+                    f"bn_mode='joint' needs source and target crops of one "
+                    f'size, got {dict(zip(domains, shapes))}. Use '
+                    "bn_mode='separate' or crop both to the same size.")
+            out = segmentor_forward(self.student, torch.cat(imgs), with_feat)
+            for d, o in zip(domains,
+                            out.split([i.shape[0] for i in imgs])):
+                ctx._student[d] = o
+        else:
+            for d in domains:
+                ctx._student[d] = segmentor_forward(self.student,
+                                                    ctx.inputs[d], with_feat)
+
+    def _check_source_labels(self, ctx: UDAContext) -> None:
+        labels = ctx.src_label
+        num_classes, ignore = ctx.num_classes, ctx.ignore_index
+        valid = labels != ignore
+        if valid.any() and (labels[valid].max() >= num_classes
+                            or labels[valid].min() < 0):
+            for label, meta in zip(labels, ctx.img_metas('source')):
+                bad = torch.unique(label[(label != ignore) & (
+                    (label >= num_classes) | (label < 0))])
+                if bad.numel():
+                    raise ValueError(
+                        f"Source label {meta.get('seg_map_path', '?')} "
+                        f'contains class ids {bad.tolist()} but the model '
+                        f'has num_classes={num_classes} (ignore_index='
+                        f'{ignore}). Labels must be trainIds: run the '
+                        'dataset converter (tools/dataset_converters/), or '
+                        'fix decode_head.num_classes.')
+
+    def loss(self, inputs: Dict[str, Tensor],
+             data_samples: Dict[str, list]) -> Dict[str, Tensor]:
+        """All losses of one iteration: source supervision of the student,
+        then every method's losses, then discriminator losses (whose keys are
+        remembered so ``train_step`` routes them to their optimizer)."""
+        if not isinstance(inputs, dict) or 'source' not in inputs:
+            raise TypeError(
+                'UDASegmentor.loss expects a two-domain batch '
+                "dict(source=..., target=...) from UDADataset through "
+                'UDADataPreProcessor; got a single-domain batch. Check '
+                "train_dataloader.dataset.type == 'UDADataset'.")
+        if self.teacher is not None and not int(self.teacher_initialized):
+            raise RuntimeError(
+                'The EMA teacher was never initialised from the student: add '
+                "dict(type='EMATeacherHook') to custom_hooks.")
+        ctx = UDAContext(self, inputs, data_samples, self.current_iter,
+                         debug=self.debug_enabled)
+        self._check_source_labels(ctx)
+        self._forward_student_domains(ctx, self._student_domains())
+
+        losses: Dict[str, Tensor] = {}
+        src = ctx.student_outputs('source')
+        losses.update(
+            add_prefix(
+                self.student.decode_head.loss_by_feat(
+                    src.logits, data_samples['source']), 'src'))
+        if self.student.with_auxiliary_head:
+            aux = self.student._auxiliary_head_forward_train(
+                list(src.backbone), data_samples['source'])
+            losses.update(add_prefix(aux, 'src'))
+
+        for method in self.methods:
+            self._merge_losses(losses, method.loss(ctx), method)
+        disc_keys = set()
+        for method in self.methods:
+            disc = method.discriminator_loss(ctx)
+            disc_keys.update(self._merge_losses(losses, disc, method))
+        self._discriminator_loss_keys = disc_keys
+        self._apply_loss_scales(losses)
+        if ctx.debug:
+            self._collect_debug_maps(ctx)
+        return losses
+
+    @staticmethod
+    def _merge_losses(losses: dict, new: dict,
+                      method: BaseUDAMethod) -> List[str]:
+        keys = []
+        for key, value in new.items():
+            full = f'{method.loss_prefix}.{key}' if method.loss_prefix \
+                else key
+            if full in losses:
+                raise KeyError(
+                    f'{type(method).__name__} returned {full!r}, which '
+                    'another component already produced; set loss_prefix.')
+            losses[full] = value
+            keys.append(full)
+        return keys
+
+    def _apply_loss_scales(self, losses: dict) -> None:
+        for pattern, factor in self.loss_scales.items():
+            for key in losses:
+                if 'loss' in key and fnmatch.fnmatchcase(key, pattern):
+                    value = losses[key]
+                    losses[key] = [v * factor for v in value] \
+                        if is_list_of(value, Tensor) else value * factor
+
+    def _collect_debug_maps(self, ctx: UDAContext) -> None:
+        maps = {}
+        for domain in DOMAINS:
+            if domain not in ctx.inputs:
+                continue
+            img = ctx.inputs[domain]
+            maps[f'{domain}_image'] = to_rgb_uint8(img, self.data_preprocessor)
+            if domain == 'source':
+                maps['source_label'] = ctx.src_label
+            if domain in ctx._student:
+                logits = resize(
+                    ctx._student[domain].logits.detach(),
+                    size=img.shape[-2:],
+                    mode='bilinear',
+                    align_corners=self.student.align_corners)
+                maps[f'{domain}_prediction'] = logits.argmax(1)
+        maps.update(ctx.debug_maps)
+        self.debug_maps = maps
+
+    @contextmanager
+    def teacher_forward_mode(self):
+        """Run the teacher as DAFormer does: Dropout/DropPath off (or the
+        whole teacher in eval mode), restoring the flags afterwards."""
+        if self.teacher_mode == 'eval':
+            modules = list(self.teacher.modules())
+        else:
+            modules = [m for m in self.teacher.modules()
+                       if _is_dropout_like(m)]
+        flags = [m.training for m in modules]
+        for m in modules:
+            m.training = False
+        try:
+            yield
+        finally:
+            for m, flag in zip(modules, flags):
+                m.training = flag
+
+    def _split_optim_wrappers(
+        self, optim_wrapper: Union[OptimWrapper, OptimWrapperDict]
+    ) -> Tuple[OptimWrapper, Optional[OptimWrapper]]:
+        has_disc = bool(self.discriminator_modules())
+        if isinstance(optim_wrapper, OptimWrapperDict):
+            keys = set(optim_wrapper.keys())
+            if 'segmentor' not in keys:
+                raise KeyError(
+                    "optim_wrapper has several optimizers but no 'segmentor' "
+                    f'entry (got {sorted(keys)}).')
+            if has_disc and 'discriminator' not in keys:
+                raise KeyError(
+                    'A UDA method has discriminators but optim_wrapper has no '
+                    "'discriminator' entry.")
+            disc = optim_wrapper['discriminator'] if has_disc else None
+            return optim_wrapper['segmentor'], disc
+        if has_disc:
+            names = [type(m).__name__ for m in self.methods
+                     if m.discriminators()]
+            raise TypeError(
+                f'{names} train discriminators with their own optimizer: use '
+                "optim_wrapper=dict(constructor='UDAOptimWrapperConstructor', "
+                'segmentor=dict(...), discriminator=dict(...)).')
+        return optim_wrapper, None
+
+    def _check_finite(self, log_vars: dict) -> None:
+        if not self.train_cfg.get('check_finite', True):
+            return
+        bad = [k for k, v in log_vars.items()
+               if 'loss' in k and not torch.isfinite(v).all()]
+        if len(bad) > 1 and 'loss' in bad:
+            bad.remove('loss')  # the total; name the culprit
+        flag = torch.tensor([float(bool(bad))])
+        if is_distributed():
+            device = next(iter(log_vars.values())).device
+            flag = flag.to(device)
+            torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+        if flag.item() > 0:
+            detail = ', '.join(f'{k}={log_vars[k].item()}' for k in bad) \
+                if bad else 'on another process'
+            raise FloatingPointError(
+                f'Non-finite loss at iteration {self.current_iter}: {detail}. '
+                'Training stopped; lower the learning rate or the loss '
+                'weight, or check the inputs of that loss.')
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
+        return self.uda_train_step(data, optim_wrapper, self)
+
+    def uda_train_step(self, data, optim_wrapper,
+                       forward_module: nn.Module) -> Dict[str, Tensor]:
+        """One UDA iteration: preprocess, one forward through
+        ``forward_module`` (this model, or its DDP wrapper so gradients are
+        all-reduced), backward of the segmentor and discriminator objectives,
+        then both optimizer steps (after both backwards, so DDP has reduced
+        every gradient before any parameter changes)."""
+        seg_wrapper, disc_wrapper = self._split_optim_wrappers(optim_wrapper)
+        wrappers = [w for w in (seg_wrapper, disc_wrapper) if w is not None]
+        with ExitStack() as stack:
+            for wrapper in wrappers:
+                stack.enter_context(wrapper.optim_context(forward_module))
+            data = self.data_preprocessor(data, True)
+            losses = forward_module._run_forward(data, mode='loss')
+        disc_losses = {k: losses.pop(k) for k in list(losses)
+                       if k in self._discriminator_loss_keys}
+        seg_loss, log_vars = self.parse_losses(losses)
+        if disc_wrapper is None:
+            self._check_finite(log_vars)
+            seg_wrapper.update_params(seg_loss)
+            return log_vars
+        disc_loss, disc_vars = self.parse_losses(disc_losses)
+        disc_vars.pop('loss')
+        log_vars.update(disc_vars)
+        self._check_finite(log_vars)
+        seg_wrapper.backward(seg_wrapper.scale_loss(seg_loss))
+        disc_wrapper.backward(disc_wrapper.scale_loss(disc_loss))
+        for wrapper in wrappers:
+            if wrapper.should_update():
+                wrapper.step()
+                wrapper.zero_grad()
+        return log_vars
+
+    # ------------------------------------------------------------ inference
+    def _predict_model(self) -> nn.Module:
+        if self.test_cfg['predict_with'] == 'teacher':
+            return self.teacher
+        return self.student
+
+    @contextmanager
+    def _method_inference(self, model: nn.Module):
+        overriding = [
+            m for m in self.methods
+            if type(m).test_encode_decode is not
+            BaseUDAMethod.test_encode_decode
+        ] if self.test_cfg.get('method_inference', True) else []
+        if len(overriding) > 1:
+            raise ValueError(
+                'Several methods override test-time inference: '
+                f'{[type(m).__name__ for m in overriding]}; set '
+                'test_cfg.method_inference=False or drop one.')
+        if not overriding:
+            yield
+            return
+        method = overriding[0]
+        original = model.encode_decode
+
+        def encode_decode(inputs, batch_img_metas):
+            out = method.test_encode_decode(model, inputs, batch_img_metas)
+            return original(inputs, batch_img_metas) if out is None else out
+
+        model.encode_decode = encode_decode
+        try:
+            yield
+        finally:
+            del model.encode_decode
+
+    def predict(self, inputs: Tensor, data_samples=None):
+        model = self._predict_model()
+        with self._method_inference(model):
+            return model.predict(inputs, data_samples)
+
+    def _forward(self, inputs: Tensor, data_samples=None):
+        return self._predict_model()._forward(inputs, data_samples)
+
+    def extract_feat(self, inputs: Tensor):
+        return self._predict_model().extract_feat(inputs)
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]):
+        model = self._predict_model()
+        with self._method_inference(model):
+            return model.encode_decode(inputs, batch_img_metas)

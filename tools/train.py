@@ -1,0 +1,85 @@
+"""Train a UDA segmentor (same CLI as MMSegmentation's tools/train.py).
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                          [--cfg-options k=v ...] [--launcher pytorch]
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import mmseg_uda  # noqa: E402,F401  (compat fixes + registration first)
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from mmseg_uda.engine.config_checks import (ConfigError, check_config,  # noqa
+                                            resolve_resume, set_amp)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a UDA segmentor')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        const='auto',
+        default=None,
+        help='resume from the latest checkpoint in the work dir, or from '
+        'the given checkpoint')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        default=False,
+        help='enable automatic-mixed-precision training (GPU)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value (e.g. '
+        'train_cfg.max_iters=100)')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    try:
+        check_config(cfg)
+        if args.amp:
+            set_amp(cfg)
+        checkpoint = resolve_resume(args.resume, cfg.work_dir)
+    except ConfigError as error:
+        print_log(f'Config error: {error}', logger='current',
+                  level=logging.ERROR)
+        sys.exit(2)
+    if checkpoint is not None:
+        cfg.resume = True
+        cfg.load_from = checkpoint
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
