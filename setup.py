@@ -31,6 +31,7 @@ setup(
         'ftfy',
         'regex',
         'cityscapesscripts>=2.2',
+        'kornia>=0.7',
     ],
     extras_require=dict(
         tests=['pytest'], demo=['scikit-image']),
