@@ -2,9 +2,11 @@
 domain-adaptation methods, trained with one optimizer step per iteration."""
 import copy
 import fnmatch
+import random
 from contextlib import ExitStack, contextmanager
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from mmengine.dist import is_distributed
@@ -62,7 +64,11 @@ class UDASegmentor(BaseSegmentor):
             ``'dropout_off'`` keeps the teacher in train mode but switches
             Dropout/DropPath off (DAFormer), ``'eval'`` runs it in eval mode.
         train_cfg (dict): ``check_finite`` (default True) stops training
-            with the iteration and loss name when a loss is NaN/inf.
+            with the iteration and loss name when a loss is NaN/inf;
+            ``reseed_per_iter`` (default True) seeds torch/numpy/random at
+            the start of every iteration from (base seed, iteration, rank):
+            mmengine does not checkpoint RNG states, so this is what makes
+            dropout, ClassMix and sampling inside methods resume exactly.
         test_cfg (dict): ``predict_with`` ``'student'`` (default) or
             ``'teacher'``; ``method_inference`` (default True) lets a method
             replace ``encode_decode`` at test time (PLCA aggregation).
@@ -93,7 +99,8 @@ class UDASegmentor(BaseSegmentor):
                              f'got {teacher_mode!r}')
         self.bn_mode = bn_mode
         self.teacher_mode = teacher_mode
-        self.train_cfg = dict(check_finite=True, **(train_cfg or {}))
+        self.train_cfg = dict(check_finite=True, reseed_per_iter=True)
+        self.train_cfg.update(train_cfg or {})
         self.test_cfg = dict(
             predict_with='student', method_inference=True,
             **(test_cfg or {}))
@@ -127,6 +134,11 @@ class UDASegmentor(BaseSegmentor):
                 "test_cfg.predict_with='teacher' but no method builds a "
                 'teacher (none has requires_teacher=True).')
 
+        # Base of the per-iteration seeds; a buffer so a resumed run (and
+        # every rank, via mmengine's initial broadcast) uses the same base.
+        self.register_buffer(
+            'rng_base_seed',
+            torch.tensor(torch.initial_seed() % (2**31), dtype=torch.int64))
         # Multiplicative factors for loss keys (fnmatch patterns), set each
         # iteration by LossWeightScheduleHook.
         self.loss_scales: Dict[str, float] = {}
@@ -393,6 +405,14 @@ class UDASegmentor(BaseSegmentor):
                 'Training stopped; lower the learning rate or the loss '
                 'weight, or check the inputs of that loss.')
 
+    def _reseed(self, iteration: int) -> None:
+        rank = torch_dist.get_rank() if is_distributed() else 0
+        seed = (int(self.rng_base_seed) * 1000003 + iteration * 7919 +
+                rank * 104729) % (2**31)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+
     def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
         return self.uda_train_step(data, optim_wrapper, self)
 
@@ -404,6 +424,8 @@ class UDASegmentor(BaseSegmentor):
         then both optimizer steps (after both backwards, so DDP has reduced
         every gradient before any parameter changes)."""
         seg_wrapper, disc_wrapper = self._split_optim_wrappers(optim_wrapper)
+        if self.train_cfg.get('reseed_per_iter', True):
+            self._reseed(self.current_iter)
         wrappers = [w for w in (seg_wrapper, disc_wrapper) if w is not None]
         with ExitStack() as stack:
             for wrapper in wrappers:
