@@ -225,3 +225,15 @@ def test_predict_with_student_and_uda_checkpoint_of_plain_segmentor():
         out = model.predict(data['inputs'], data['data_samples'])
         ref = plain.predict(data['inputs'], samples)
     assert torch.equal(out[0].pred_sem_seg.data, ref[0].pred_sem_seg.data)
+
+
+def test_init_weights_reaches_method_modules():
+    """Methods' init_cfg is applied (mmengine ModuleList, not torch's)."""
+    model = MODELS.build(ConfigDict(uda_model_cfg([dict(
+        type='AdvEnt', num_classes=4,
+        discriminator=dict(type='FCDiscriminator', ndf=8,
+                           init_cfg=dict(type='Constant', val=0.25,
+                                         layer='Conv2d')))])))
+    model.init_weights()
+    weight = model.methods[0].discriminator.classifier.weight
+    assert torch.all(weight == 0.25)

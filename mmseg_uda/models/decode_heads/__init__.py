@@ -1,4 +1,5 @@
 """Decode heads (registered into mmseg's ``MODELS``)."""
+from .daformer_head import DAFormerHead
 from .dlv2_head import DLV2Head
 
-__all__ = ['DLV2Head']
+__all__ = ['DAFormerHead', 'DLV2Head']

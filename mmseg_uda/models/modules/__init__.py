@@ -1,3 +1,5 @@
 from .discriminators import FCDiscriminator
+from .grouping import CrossDomainGroupingNetwork
+from .projection_head import ProjectionHead
 
-__all__ = ['FCDiscriminator']
+__all__ = ['CrossDomainGroupingNetwork', 'FCDiscriminator', 'ProjectionHead']

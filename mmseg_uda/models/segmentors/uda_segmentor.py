@@ -11,6 +11,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.dist import is_distributed
 from mmengine.logging import MessageHub
+from mmengine.model import ModuleList
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.utils import is_list_of
 from mmseg.models.segmentors.base import BaseSegmentor
@@ -113,7 +114,9 @@ class UDASegmentor(BaseSegmentor):
             raise TypeError(
                 'UDASegmentor needs a segmentor with a decode head (an mmseg '
                 f'EncoderDecoder); got {type(self.student).__name__}.')
-        self.methods = nn.ModuleList(
+        # mmengine's ModuleList, so init_weights reaches the methods'
+        # sub-modules (discriminators, projection heads, ...).
+        self.methods = ModuleList(
             self._build_method(i, cfg) for i, cfg in enumerate(methods))
         prefixes = [m.loss_prefix for m in self.methods if m.loss_prefix]
         if len(set(prefixes)) != len(prefixes):

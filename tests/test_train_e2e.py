@@ -1,0 +1,121 @@
+"""End to end on tiny generated data: train + validate + checkpoint, exact
+resume, the CLI's errors, and 2-process CPU training via dist_train.sh."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from e2e_utils import (assert_resume_exact, make_tiny_uda_data,
+                       tiny_runner_cfg, train)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ADV_OPTIM = dict(
+    constructor='UDAOptimWrapperConstructor',
+    segmentor=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+    discriminator=dict(optimizer=dict(type='Adam', lr=1e-4,
+                                      betas=(0.9, 0.99))))
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('tiny_uda')
+    make_tiny_uda_data(str(root))
+    return str(root)
+
+
+def test_train_validate_checkpoint(data_root, tmp_path):
+    cfg = tiny_runner_cfg(data_root, str(tmp_path), max_iters=4)
+    runner = train(cfg)
+    assert runner.iter == 4
+    assert osp.isfile(tmp_path / 'iter_4.pth')
+    metrics = runner.message_hub.get_scalar('val/mIoU').current()
+    assert 0.0 <= metrics <= 100.0
+    assert runner.message_hub.get_scalar('val/mIoU16') is not None
+
+
+def test_resume_is_exact_source_only(data_root, tmp_path):
+    cfg = tiny_runner_cfg(data_root, str(tmp_path), max_iters=4,
+                          with_bn=True)
+    state = assert_resume_exact(cfg, 4, tmp_path)
+    assert any(k.startswith('optim.state') for k in state)
+
+
+def test_resume_is_exact_advent(data_root, tmp_path):
+    cfg = tiny_runner_cfg(
+        data_root, str(tmp_path), max_iters=4,
+        methods=[dict(type='AdvEnt', num_classes=19)], optim=ADV_OPTIM)
+    state = assert_resume_exact(cfg, 4, tmp_path)
+    # discriminator weights and both optimizers' states were compared
+    assert any('discriminator' in k and k.startswith('model.') for k in state)
+    assert any(k.startswith('optim.segmentor.state') for k in state)
+    assert any(k.startswith('optim.discriminator.state') for k in state)
+
+
+def run_tool(args, cwd=REPO, timeout=600, env_extra=None):
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable] + args, cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_cli_resume_without_checkpoint_is_clear(data_root, tmp_path):
+    cfg = tiny_runner_cfg(data_root, str(tmp_path / 'work'))
+    path = tmp_path / 'tiny.py'
+    cfg.dump(str(path))
+    proc = run_tool(['tools/train.py', str(path), '--resume'])
+    assert proc.returncode == 2
+    assert 'no checkpoint in the work dir' in proc.stderr + proc.stdout
+
+
+def test_train_cli_missing_pretrained_is_clear(data_root, tmp_path):
+    cfg = tiny_runner_cfg(data_root, str(tmp_path / 'work'))
+    cfg.model.segmentor.backbone.init_cfg = dict(
+        type='Pretrained', checkpoint='pretrained/nope.pth')
+    path = tmp_path / 'tiny.py'
+    cfg.dump(str(path))
+    proc = run_tool(['tools/train.py', str(path)])
+    out = proc.stderr + proc.stdout
+    assert proc.returncode == 2
+    assert "Pretrained checkpoint 'pretrained/nope.pth'" in out
+    assert 'model.segmentor.backbone.init_cfg=None' in out
+
+
+def test_train_cli_wrong_num_classes_is_clear(data_root, tmp_path):
+    cfg = tiny_runner_cfg(data_root, str(tmp_path / 'work'))
+    cfg.model.segmentor.decode_head.num_classes = 16
+    path = tmp_path / 'tiny.py'
+    cfg.dump(str(path))
+    proc = run_tool(['tools/train.py', str(path)])
+    assert proc.returncode == 2
+    assert 'decode_head.num_classes = 16 but train_dataloader.dataset has ' \
+        '19 classes' in proc.stderr + proc.stdout
+
+
+def test_dist_train_two_cpu_processes_with_validation(data_root, tmp_path):
+    work = tmp_path / 'work'
+    cfg = tiny_runner_cfg(
+        data_root, str(work), max_iters=4, val_interval=2,
+        methods=[dict(type='AdvEnt', num_classes=19)], optim=ADV_OPTIM)
+    cfg.log_level = 'INFO'
+    # the tiny test backbone lives in tests/uda_utils.py
+    cfg.custom_imports = dict(imports=['mmseg_uda', 'uda_utils'],
+                              allow_failed_imports=False)
+    path = tmp_path / 'tiny.py'
+    cfg.dump(str(path))
+    env = dict(os.environ, PYTHONPATH=f'{REPO}:{osp.join(REPO, "tests")}',
+               OMP_NUM_THREADS='1',
+               PORT=str(29500 + os.getpid() % 1000))
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', str(path), '2'], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert osp.isfile(work / 'iter_4.pth')
+    logs = [osp.join(work, d, f'{d}.log') for d in os.listdir(work)
+            if osp.isfile(osp.join(work, d, f'{d}.log'))]
+    assert len(logs) == 1, os.listdir(work)
+    log = open(logs[0]).read()
+    assert 'Distributed training: True' in log
+    assert log.count('mIoU16: ') == 2  # validated at iterations 2 and 4
