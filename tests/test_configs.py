@@ -80,6 +80,10 @@ def test_config_builds(path):
         assert not ckpt.startswith(('http://', 'https://')), key
     for registry, name in registered_types(cfg):
         assert registry.get(name) is not None, f'{name} ({registry.name})'
-    model = MODELS.build(ConfigDict(without_pretrained(cfg.model.to_dict())))
+    model_cfg = without_pretrained(cfg.model.to_dict())
+    if cfg.get('data_preprocessor'):  # as Runner.__init__ injects it
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    model = MODELS.build(ConfigDict(model_cfg))
+    assert type(model.data_preprocessor).__name__ == 'UDADataPreProcessor'
     model = revert_sync_batchnorm(model)
     assert model.student.decode_head.num_classes in (16, 19)

@@ -237,3 +237,14 @@ def test_init_weights_reaches_method_modules():
     model.init_weights()
     weight = model.methods[0].discriminator.classifier.weight
     assert torch.all(weight == 0.25)
+
+
+def test_injected_seg_data_preprocessor_becomes_uda_version():
+    """The Runner injects cfg.data_preprocessor (mmseg's SegDataPreProcessor)
+    into the model config; the segmentor must still take UDA batches."""
+    cfg = uda_model_cfg()
+    cfg['data_preprocessor'] = dict(tiny_segmentor_cfg()['data_preprocessor'])
+    model = build(cfg)
+    assert type(model.data_preprocessor).__name__ == 'UDADataPreProcessor'
+    optim = build_optim(model, dict(optimizer=dict(type='SGD', lr=0.1)))
+    assert torch.isfinite(model.train_step(random_uda_batch(), optim)['loss'])

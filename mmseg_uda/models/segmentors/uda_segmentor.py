@@ -74,7 +74,10 @@ class UDASegmentor(BaseSegmentor):
             ``'teacher'``; ``method_inference`` (default True) lets a method
             replace ``encode_decode`` at test time (PLCA aggregation).
         data_preprocessor (dict, optional): defaults to a
-            ``UDADataPreProcessor`` with the student's normalisation.
+            ``UDADataPreProcessor`` with the student's normalisation; a
+            ``SegDataPreProcessor`` config (what mmseg configs define and
+            the Runner injects) becomes a ``UDADataPreProcessor`` with the
+            same arguments.
     """
 
     def __init__(self,
@@ -87,9 +90,13 @@ class UDASegmentor(BaseSegmentor):
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
-            student_dp = dict(segmentor.get('data_preprocessor') or {})
-            student_dp['type'] = 'UDADataPreProcessor'
-            data_preprocessor = student_dp
+            data_preprocessor = segmentor.get('data_preprocessor') or {}
+        # mmseg configs define a top-level SegDataPreProcessor that the
+        # Runner injects into the model config: use its two-domain version.
+        data_preprocessor = dict(data_preprocessor)
+        if data_preprocessor.get('type', 'SegDataPreProcessor') in (
+                'SegDataPreProcessor', 'mmseg.SegDataPreProcessor'):
+            data_preprocessor['type'] = 'UDADataPreProcessor'
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if bn_mode not in ('joint', 'separate'):
