@@ -20,6 +20,12 @@ code from mmseg/mmcv/mmengine; the fixes wrap or replace single functions.
    we initialise a gloo process group instead. Remove when mmengine supports
    CPU launchers. (The DDP wrapper side, ``device_ids=None`` and BN instead of
    SyncBN on CPU, lives in ``UDADistributedDataParallel``.)
+4. ``silence_expected_warnings``: two warnings every run prints with the
+   pinned stack and that ask nothing of the user: mmcv-lite's "Fail to import
+   MultiScaleDeformableAttention" (no compiled ops, none needed here) and
+   setuptools' "pkg_resources is deprecated" (mmengine imports it; we pin
+   setuptools<82 on purpose). Only these exact messages are filtered. Remove
+   with fixes 1 and the setuptools pin.
 """
 import os
 import os.path as osp
@@ -124,11 +130,22 @@ def patch_cpu_distributed() -> None:
     dist_utils._init_dist_pytorch = _init_dist_pytorch
 
 
+def silence_expected_warnings() -> None:
+    """Filter the two expected import-time warnings (see module doc)."""
+    warnings.filterwarnings(
+        'ignore', message='Fail to import ``MultiScaleDeformableAttention``',
+        category=UserWarning)
+    warnings.filterwarnings(
+        'ignore', message='pkg_resources is deprecated as an API',
+        category=UserWarning)
+
+
 def apply_all() -> None:
     """Apply every fix once; called by ``import mmseg_uda``."""
     global _APPLIED
     if _APPLIED:
         return
+    silence_expected_warnings()
     install_mmcv_ops_shim()
     patch_checkpoint_loading()
     patch_cpu_distributed()

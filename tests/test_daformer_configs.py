@@ -64,7 +64,7 @@ def val_scales(cfg):
 @pytest.mark.parametrize('name', ['gta2cs', 'synthia2cs'])
 def test_daformer_configs_carry_daformer_values(name):
     cfg = load(name)
-    check_config(cfg, check_weights=False)
+    check_config(cfg, check_weights=False, data_loaders=())
     model = cfg.model
     assert model.type == 'UDASegmentor' and model.teacher_mode == \
         'dropout_off'
@@ -111,7 +111,7 @@ def test_synthia_config_differs_from_gta_only_in_data():
 
 def test_dlv2_config_is_plain_dacs_on_deeplabv2():
     cfg = load('gta2cs_dlv2')
-    check_config(cfg, check_weights=False)
+    check_config(cfg, check_weights=False, data_loaders=())
     seg = cfg.model.segmentor
     assert seg.backbone.type == 'ResNetV1c' and seg.backbone.depth == 101
     assert seg.decode_head.type == 'DLV2Head'

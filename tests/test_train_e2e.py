@@ -119,3 +119,76 @@ def test_dist_train_two_cpu_processes_with_validation(data_root, tmp_path):
     log = open(logs[0]).read()
     assert 'Distributed training: True' in log
     assert log.count('mIoU16: ') == 2  # validated at iterations 2 and 4
+
+
+# Resume exactness of every method on the real Runner (the T2S-only case is
+# in test_t2s_e2e.py). Tiny model: FCNHead pre-classifier feature has 8
+# channels, labels are Cityscapes trainIds (19 classes).
+TINY_BACKBONE = dict(type='TinyConvBackbone', channels=(8, 16),
+                     with_bn=False)
+SELF_TRAINING = dict(
+    type='SelfTraining', pseudo_weight_ignore_top=2,
+    pseudo_weight_ignore_bottom=4, imnet_feature_dist_lambda=0.005,
+    imnet_feature_dist_classes=[13], imnet_feature_dist_encoder=TINY_BACKBONE)
+T2S = dict(
+    type='T2S', num_classes=19,
+    projection_head=dict(type='ProjectionHead', in_channels=8,
+                         hidden_channels=8, out_channels=8,
+                         norm_cfg=dict(type='BN')),
+    num_queries=8, num_negatives=8, queue_length=16, enqueue_per_class=4,
+    projection_ema_alpha=0.99, seed=0)
+METHOD_CASES = {
+    'cdga': dict(
+        methods=[dict(type='CDGA', num_classes=19, num_groups=2,
+                      discriminator=dict(type='FCDiscriminator', ndf=8),
+                      grouping=dict(type='CrossDomainGroupingNetwork',
+                                    channels=8))],
+        optim=ADV_OPTIM, hooks=[], bn=False, extra={}),
+    'plca': dict(
+        methods=[dict(type='PLCA')], optim=None, hooks=[], bn=True,
+        extra=dict(bn_mode='separate')),
+    'self_training': dict(
+        methods=[SELF_TRAINING], optim=None,
+        hooks=[dict(type='EMATeacherHook', alpha=0.99)], bn=True, extra={}),
+    'self_training+t2s': dict(
+        methods=[SELF_TRAINING, T2S], optim=None,
+        hooks=[dict(type='EMATeacherHook', alpha=0.99)], bn=True, extra={}),
+}
+
+
+@pytest.mark.parametrize('case', sorted(METHOD_CASES))
+def test_resume_is_exact_for_method(case, data_root, tmp_path):
+    c = METHOD_CASES[case]
+    cfg = tiny_runner_cfg(
+        data_root, str(tmp_path), max_iters=4, methods=c['methods'],
+        optim=c['optim'], custom_hooks=c['hooks'], with_bn=c['bn'],
+        model_extra=c['extra'])
+    state = assert_resume_exact(cfg, 4, tmp_path)
+    if 'self_training' in case:
+        assert int(state['model.teacher_initialized']) == 1
+        assert any(k.startswith('model.teacher.') for k in state)
+
+
+def test_train_cli_unconverted_cityscapes_names_converter(data_root,
+                                                          tmp_path):
+    cfg = tiny_runner_cfg(data_root, str(tmp_path / 'work'))
+    # the val labels must be trainIds: point at a suffix nothing has
+    cfg.val_dataloader.dataset.seg_map_suffix = '_gtFine_labelIds.png'
+    path = tmp_path / 'tiny.py'
+    cfg.dump(str(path))
+    proc = run_tool(['tools/train.py', str(path)])
+    out = proc.stderr + proc.stdout
+    assert proc.returncode == 2
+    assert 'no "*_gtFine_labelIds.png" label under' in out
+    assert 'tools/dataset_converters/cityscapes.py' in out
+
+
+def test_train_cli_missing_data_root_names_converter(tmp_path):
+    cfg = tiny_runner_cfg(str(tmp_path / 'nowhere'), str(tmp_path / 'work'))
+    path = tmp_path / 'tiny.py'
+    cfg.dump(str(path))
+    proc = run_tool(['tools/train.py', str(path)])
+    out = proc.stderr + proc.stdout
+    assert proc.returncode == 2
+    assert 'train_dataloader.dataset.source.data_root' in out
+    assert 'does not exist' in out and 'tools/dataset_converters/gta.py' in out

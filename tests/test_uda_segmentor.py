@@ -248,3 +248,9 @@ def test_injected_seg_data_preprocessor_becomes_uda_version():
     assert type(model.data_preprocessor).__name__ == 'UDADataPreProcessor'
     optim = build_optim(model, dict(optimizer=dict(type='SGD', lr=0.1)))
     assert torch.isfinite(model.train_step(random_uda_batch(), optim)['loss'])
+
+
+def test_discriminator_input_too_small_is_explained():
+    disc = MODELS.build(dict(type='FCDiscriminator', in_channels=4, ndf=8))
+    with pytest.raises(ValueError, match='at least 32x32, got \\(16, 16\\)'):
+        disc(torch.zeros(1, 4, 16, 16))

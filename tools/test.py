@@ -4,7 +4,6 @@
                          [--show-dir DIR] [--cfg-options k=v ...]
 """
 import argparse
-import logging
 import os
 import os.path as osp
 import sys
@@ -13,7 +12,6 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmseg_uda  # noqa: E402,F401
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmseg_uda.engine.config_checks import ConfigError, check_config  # noqa
@@ -61,19 +59,19 @@ def main():
                                 osp.splitext(osp.basename(args.config))[0])
     try:
         # the checkpoint holds the trained weights: init weights not needed
-        check_config(cfg, check_weights=False)
+        check_config(cfg, check_weights=False,
+                     data_loaders=('test_dataloader', ))
         if not osp.isfile(args.checkpoint):
             raise ConfigError(f'checkpoint {args.checkpoint!r} not found.')
     except ConfigError as error:
-        print_log(f'Config error: {error}', logger='current',
-                  level=logging.ERROR)
+        print(f'Config error: {error}', file=sys.stderr)
         sys.exit(2)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         hook = cfg.default_hooks.get('visualization')
         if hook is None:
-            print_log('--show/--show-dir need default_hooks.visualization',
-                      logger='current', level=logging.ERROR)
+            print('--show/--show-dir need default_hooks.visualization',
+                  file=sys.stderr)
             sys.exit(2)
         hook['draw'] = True
         if args.show:

@@ -4,7 +4,6 @@
                           [--cfg-options k=v ...] [--launcher pytorch]
 """
 import argparse
-import logging
 import os
 import os.path as osp
 import sys
@@ -13,7 +12,6 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmseg_uda  # noqa: E402,F401  (compat fixes + registration first)
 from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmseg_uda.engine.config_checks import (ConfigError, check_config,  # noqa
@@ -71,8 +69,7 @@ def main():
             set_amp(cfg)
         checkpoint = resolve_resume(args.resume, cfg.work_dir)
     except ConfigError as error:
-        print_log(f'Config error: {error}', logger='current',
-                  level=logging.ERROR)
+        print(f'Config error: {error}', file=sys.stderr)
         sys.exit(2)
     if checkpoint is not None:
         cfg.resume = True

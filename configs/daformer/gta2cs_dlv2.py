@@ -18,7 +18,7 @@ _base_ = [
     '../_base_/schedules/adamw_poly10warm_40k.py',
     '../_base_/default_runtime.py',
 ]
-randomness = dict(seed=0)
+
 
 model = dict(
     _delete_=True,

@@ -1,8 +1,9 @@
 # Built-in demo, CDGA (reconstructed, docs/cdga.md): source_only.py plus
 # cross-domain grouping and group-level adversarial alignment. Demo-sized:
-# K = 4 groups for the demo's six classes, narrower discriminators and C,
-# adversarial weight 0.01 (a few hundred iterations instead of 150k), and a
-# 100-iteration source-only warm-up (configs/cdga/gta2cs.py uses 10k).
+# K = 4 groups for the demo's six classes, narrower discriminators (ndf 16)
+# and C (64), adversarial weight 0.003 (a few hundred iterations instead of
+# 150k), and a 100-iteration source-only warm-up (configs/cdga/gta2cs.py
+# uses 10k).
 _base_ = ['./source_only.py']
 warmup_iters = 100
 model = dict(methods=[
@@ -10,8 +11,8 @@ model = dict(methods=[
         type='CDGA',
         num_classes=19,
         num_groups=4,
-        lambda_adv=0.01,
-        discriminator=dict(type='FCDiscriminator', ndf=32),
+        lambda_adv=0.003,
+        discriminator=dict(type='FCDiscriminator', ndf=16),
         grouping=dict(type='CrossDomainGroupingNetwork', channels=64),
         consistency_loss=dict(
             type='SemanticConsistencyLoss', distance='l1', loss_weight=0.1),

@@ -1,6 +1,7 @@
 """Checks on a config made before the Runner is built, so that a wrong
 class count, an unknown method, a missing pretrained checkpoint or a missing
 teacher hook is reported in one sentence instead of a traceback hours in."""
+import os
 import os.path as osp
 from typing import Iterator, List, Optional, Tuple
 
@@ -117,10 +118,85 @@ def check_methods(cfg: Config) -> None:
             "has no dict(type='EMATeacherHook').")
 
 
-def check_config(cfg: Config, check_weights: bool = True) -> None:
+CONVERTERS = dict(
+    GTAVDataset='tools/dataset_converters/gta.py',
+    SynthiaDataset='tools/dataset_converters/synthia.py',
+    CityscapesDataset='tools/dataset_converters/cityscapes.py')
+
+
+def _default_arg(cls, name, fallback=None):
+    import inspect
+    for klass in getattr(cls, '__mro__', ()):
+        init = klass.__dict__.get('__init__')
+        if init is None:
+            continue
+        param = inspect.signature(init).parameters.get(name)
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    return fallback
+
+
+def _has_file(folder: str, suffix: str) -> bool:
+    for _, _, files in os.walk(folder, followlinks=True):
+        if any(f.endswith(suffix) for f in files):
+            return True
+    return False
+
+
+def _check_dataset_files(dataset_cfg, where: str) -> None:
+    if not isinstance(dataset_cfg, dict):
+        return
+    if dataset_cfg.get('type') == 'UDADataset':
+        for domain in ('source', 'target'):
+            _check_dataset_files(dataset_cfg.get(domain),
+                                 f'{where}.{domain}')
+        return
+    kind = dataset_cfg.get('type', '')
+    cls = DATASETS.get(kind) if isinstance(kind, str) else kind
+    root = dataset_cfg.get('data_root') or ''
+    converter = CONVERTERS.get(getattr(cls, '__name__', ''))
+    todo = (f'; prepare it as the README\'s "Data" section says (python '
+            f'{converter} {root})') if converter else ''
+    if root and not osp.isdir(root):
+        raise ConfigError(f'{where}.data_root {root!r} does not exist{todo}.')
+    prefix = dataset_cfg.get('data_prefix') or \
+        _default_arg(cls, 'data_prefix', {}) or {}
+    img_dir = osp.join(root, prefix.get('img_path', ''))
+    img_suffix = dataset_cfg.get('img_suffix') or \
+        _default_arg(cls, 'img_suffix', '')
+    if not osp.isdir(img_dir) or not _has_file(img_dir, img_suffix):
+        raise ConfigError(
+            f'{where}: no "*{img_suffix}" image under {img_dir!r}{todo}.')
+    loads_labels = any(
+        step.get('type') == 'LoadAnnotations'
+        for step in dataset_cfg.get('pipeline', []))
+    seg_dir = prefix.get('seg_map_path')
+    if loads_labels and seg_dir is not None:
+        seg_dir = osp.join(root, seg_dir)
+        seg_suffix = dataset_cfg.get('seg_map_suffix') or \
+            _default_arg(cls, 'seg_map_suffix', '')
+        if not osp.isdir(seg_dir) or not _has_file(seg_dir, seg_suffix):
+            raise ConfigError(
+                f'{where}: no "*{seg_suffix}" label under {seg_dir!r}: the '
+                f'labels are not converted to trainIds{todo}.')
+
+
+def check_data(cfg: Config, loaders=('train_dataloader', 'val_dataloader',
+                                     'test_dataloader')) -> None:
+    """Data folders exist and hold images (and converted labels where the
+    pipeline loads them), so a missing or unconverted dataset is reported
+    with the converter to run before anything is built."""
+    for loader in loaders:
+        dataset = (cfg.get(loader) or {}).get('dataset')
+        _check_dataset_files(dataset, f'{loader}.dataset')
+
+
+def check_config(cfg: Config, check_weights: bool = True,
+                 data_loaders=('train_dataloader', 'val_dataloader')) -> None:
     """Run every static check (raises :class:`ConfigError`)."""
     check_methods(cfg)
     check_num_classes(cfg)
+    check_data(cfg, data_loaders)
     if check_weights:
         check_pretrained(cfg.model)
 

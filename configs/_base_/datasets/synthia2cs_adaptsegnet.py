@@ -1,13 +1,11 @@
-# SYNTHIA -> Cityscapes, AdaptSegNet data recipe (methods.md §1.5;
-# AdaptSegNet's recipe with SYNTHIA's native 1280x760): whole images, no
-# crop: source resized to exactly 1280x760, target to 1024x512, random
-# flip; 1 source + 1 target image per iteration. Evaluation: Cityscapes val,
-# whole image at 1024x512 against full-resolution labels.
+# SYNTHIA -> Cityscapes, AdaptSegNet data recipe (methods.md §1.5):
+# gta2cs_adaptsegnet.py (whole images, no crop, target 1024x512, random flip,
+# 1 source + 1 target image per iteration, Cityscapes val at 1024x512 against
+# full-resolution labels) with SYNTHIA-RAND-CITYSCAPES as the source, resized
+# to exactly its native 1280x760.
+_base_ = ['./gta2cs_adaptsegnet.py']
 source_dataset_type = 'SynthiaDataset'
 source_data_root = 'data/synthia'
-dataset_type = 'CityscapesDataset'
-data_root = 'data/cityscapes'
-
 source_train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -15,49 +13,9 @@ source_train_pipeline = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
 ]
-# The target pipeline never loads labels (UDADataset refuses it).
-target_train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(1024, 512), keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(1024, 512), keep_ratio=True),
-    # Labels are loaded after Resize so they stay at full resolution.
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
-
 train_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='UDAPairSampler', shuffle=True),
     dataset=dict(
-        type='UDADataset',
         source=dict(
             type=source_dataset_type,
             data_root=source_data_root,
-            pipeline=source_train_pipeline),
-        target=dict(
-            type=dataset_type,
-            data_root=data_root,
-            data_prefix=dict(img_path='leftImg8bit/train'),
-            pipeline=target_train_pipeline),
-        rare_class_sampling=None))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
-        pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='UDAIoUMetric')
-test_evaluator = val_evaluator
+            pipeline=source_train_pipeline)))

@@ -45,4 +45,10 @@ class FCDiscriminator(BaseModule):
             raise ValueError(
                 f'FCDiscriminator expects {self.in_channels} input channels '
                 f'(set in_channels / num_classes), got {x.shape[1]}.')
+        if min(x.shape[-2:]) < 32:
+            raise ValueError(
+                'FCDiscriminator has five stride-2 4x4 convolutions and needs '
+                f'inputs of at least 32x32, got {tuple(x.shape[-2:])}: '
+                'upsample its input (upsample_to_input=True) or use larger '
+                'crops.')
         return self.classifier(self.features(x))
