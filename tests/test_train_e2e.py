@@ -124,8 +124,8 @@ def test_dist_train_two_cpu_processes_with_validation(data_root, tmp_path):
 # Resume exactness of every method on the real Runner (the T2S-only case is
 # in test_t2s_e2e.py). Tiny model: FCNHead pre-classifier feature has 8
 # channels, labels are Cityscapes trainIds (19 classes).
-TINY_BACKBONE = dict(type='TinyConvBackbone', channels=(8, 16),
-                     with_bn=False)
+# the frozen ImageNet-encoder copy has the student's backbone architecture
+TINY_BACKBONE = dict(type='TinyConvBackbone', channels=(8, 16), with_bn=True)
 SELF_TRAINING = dict(
     type='SelfTraining', pseudo_weight_ignore_top=2,
     pseudo_weight_ignore_bottom=4, imnet_feature_dist_lambda=0.005,

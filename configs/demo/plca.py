@@ -3,6 +3,9 @@
 # regulariser and Lovász-Softmax on the source, the released weights
 # (configs/_base_/uda/plca.py). Source and target go through BatchNorm
 # separately as in the official code; test-time aggregation is on.
+# Demo-sized: the demo network starts from random weights (PLCA starts from
+# ImageNet features), so the association losses ramp in linearly over
+# iterations 100-200, once the features separate the classes.
 _base_ = ['./source_only.py']
 model = dict(
     bn_mode='separate',
@@ -24,3 +27,10 @@ model = dict(
             lovasz_weight=3.0,
             test_aggregation=True)
     ])
+custom_hooks = [
+    dict(type='UDADebugVisualizationHook', interval={{_base_.max_iters}}),
+    dict(
+        type='LossWeightScheduleHook',
+        schedules={'plca.loss_ass_*': dict(type='linear', begin=100,
+                                           end=200)}),
+]

@@ -13,7 +13,9 @@ optim_wrapper = dict(
         custom_keys=dict(
             # decode head lr x10 (matches student.decode_head.*; the first
             # matching key wins and keys of equal length go alphabetically,
-            # so head parameters keep weight decay, as in mmcv 1.x)
+            # so head parameters keep weight decay, as in mmcv 1.x). It also
+            # matches a method's new heads (T2S's methods.1.projection_head),
+            # which are trained from scratch like the decode head.
             head=dict(lr_mult=10.0),
             # no weight decay on positional blocks (none in MiT; kept from
             # DAFormer's config) and on LayerNorms named *norm*
