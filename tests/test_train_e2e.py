@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from e2e_utils import (assert_resume_exact, make_tiny_uda_data,
                        tiny_runner_cfg, train)
@@ -54,7 +55,9 @@ def test_resume_is_exact_advent(data_root, tmp_path):
 
 
 def run_tool(args, cwd=REPO, timeout=600, env_extra=None):
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    # tests/ on the path: configs may import the tiny test backbone
+    env = dict(os.environ, PYTHONPATH=f'{REPO}:{osp.join(REPO, "tests")}',
+               OMP_NUM_THREADS='1')
     env.update(env_extra or {})
     return subprocess.run([sys.executable] + args, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -192,3 +195,35 @@ def test_train_cli_missing_data_root_names_converter(tmp_path):
     assert proc.returncode == 2
     assert 'train_dataloader.dataset.source.data_root' in out
     assert 'does not exist' in out and 'tools/dataset_converters/gta.py' in out
+
+
+def test_domain_generalisation_mode_trains_without_target_images(
+        data_root, tmp_path):
+    """T2S's DG mode (configs/t2s/gta2cs_dg.py): UDADataset(target=None)
+    gives source-only batches and the run trains and validates."""
+    method = dict(T2S, dg_mode=True, perf_metric='stylised_iou',
+                  style=dict(type='RandomStyleTransfer', beta=0.05))
+    cfg = tiny_runner_cfg(
+        data_root, str(tmp_path), max_iters=2, val_interval=2,
+        methods=[method], with_bn=True,
+        custom_hooks=[dict(type='EMATeacherHook', alpha=0.99)])
+    cfg.train_dataloader.dataset.target = None
+    runner = train(cfg)
+    assert runner.iter == 2
+    assert runner.message_hub.get_scalar('train/t2s.loss_t2s') is not None
+    assert runner.message_hub.get_scalar('val/mIoU') is not None
+
+
+def test_train_cli_amp_without_gpu_is_clear(data_root, tmp_path):
+    cfg = tiny_runner_cfg(data_root, str(tmp_path / 'work'))
+    cfg.custom_imports = dict(imports=['mmseg_uda', 'uda_utils'],
+                              allow_failed_imports=False)
+    path = tmp_path / 'tiny.py'
+    cfg.dump(str(path))
+    proc = run_tool(['tools/train.py', str(path), '--amp', '--cfg-options',
+                     'train_cfg.max_iters=1', 'train_cfg.val_interval=1'])
+    if torch.cuda.is_available():  # AmpOptimWrapper for every optimizer
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    else:  # a CPU machine (CI): refused before anything is built
+        assert proc.returncode == 2
+        assert '--amp needs a CUDA GPU' in proc.stderr

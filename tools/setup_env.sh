@@ -2,6 +2,7 @@
 # Create (or reuse) a virtual environment and install mmseg-uda for CPU, as the
 # README's install section says. Sourced by tools/run_demo.sh and
 # tools/run_tests.sh. VENV overrides the location (default: .venv).
+# Reinstalls when the requirement files change (hash stamp in the venv).
 set -euo pipefail
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
@@ -11,9 +12,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
-if ! python -c "import mmseg_uda" >/dev/null 2>&1 || [ "${FORCE_INSTALL:-0}" = 1 ]; then
+STAMP="$VENV/.mmseg_uda_requirements"
+WANT=$(cat requirements.txt requirements/*.txt setup.py | sha256sum | cut -d' ' -f1)
+if [ "${FORCE_INSTALL:-0}" = 1 ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] \
+    || ! python -c "import mmseg_uda" >/dev/null 2>&1; then
   echo "[setup] installing torch (CPU) first, then requirements.txt and the package"
   pip install -q torch==2.13.0
   pip install -q -r requirements.txt
   pip install -q --no-build-isolation --no-deps -e .
+  echo "$WANT" > "$STAMP"
 fi
