@@ -17,7 +17,6 @@ from typing import List, Sequence, Union
 import torch
 import torch.nn.functional as F
 from mmengine.dist import all_gather, get_rank, get_world_size
-from mmseg.models.losses.lovasz_loss import lovasz_grad
 from torch import Tensor, nn
 
 from mmseg_uda.registry import MODELS
@@ -70,24 +69,45 @@ def global_lovasz_softmax(probs: Tensor,
         class_ids = list(range(num_classes))
     else:
         class_ids = list(classes)
-    local_terms, global_terms = [], []
-    for c in class_ids:
-        fg_all = (all_labels == c).to(all_probs.dtype)
-        errors_all = (fg_all - all_probs[:, c]).abs()
-        order = torch.sort(errors_all, descending=True, stable=True).indices
-        weights = torch.empty_like(errors_all)
-        weights[order] = lovasz_grad(fg_all[order]).to(weights.dtype)
-        global_terms.append(torch.dot(errors_all, weights))
-        fg = (labels == c).to(probs.dtype)
-        errors = (fg - probs[:, c]).abs()
-        local_terms.append(
-            torch.dot(errors, weights[offset:offset + errors.shape[0]]))
     if not class_ids:
         return probs.sum() * 0.0
-    local = torch.stack(local_terms).mean() * world_size
-    value = torch.stack(global_terms).mean()
+    local, value = _lovasz_terms(probs, labels, all_probs, all_labels,
+                                 class_ids, offset)
+    local = local * world_size
     # Value of the global loss, gradient world_size · d(local share).
     return local - local.detach() + value
+
+
+def _lovasz_terms(probs: Tensor, labels: Tensor, all_probs: Tensor,
+                  all_labels: Tensor, class_ids: List[int], offset: int):
+    """Mean over ``class_ids`` of the Lovász extension of the Jaccard loss
+    (Berman et al. 2018, Eq. 8-9 with the softmax errors of Eq. 10), over
+    the gathered pixels, and the same mean with this process's pixels only
+    dotted with the global Lovász gradient weights.
+
+    All classes at once: one column per class, one sort along the pixels
+    (stable, as a per-class 1-D sort), the weights by cumulative sums
+    (mmseg's ``lovasz_grad`` column-wise). A per-class loop over
+    ``probs[:, c]`` would materialise a (P, C) gradient per class.
+    """
+    index = torch.tensor(class_ids, device=probs.device)
+    with torch.no_grad():
+        fg_all = (all_labels[:, None] == index[None, :]).to(all_probs.dtype)
+        errors_all = (fg_all - all_probs.index_select(1, index)).abs()
+        order = torch.sort(errors_all, dim=0, descending=True,
+                           stable=True).indices
+        fg_sorted = fg_all.gather(0, order)
+        gts = fg_sorted.sum(0, keepdim=True)
+        intersection = gts - fg_sorted.cumsum(0)
+        union = gts + (1.0 - fg_sorted).cumsum(0)
+        jaccard = 1.0 - intersection / union
+        jaccard[1:] = jaccard[1:] - jaccard[:-1].clone()
+        weights = torch.empty_like(errors_all).scatter_(0, order, jaccard)
+        value = (errors_all * weights).sum(0).mean()
+    fg = (labels[:, None] == index[None, :]).to(probs.dtype)
+    errors = (fg - probs.index_select(1, index)).abs()
+    local = (errors * weights[offset:offset + errors.shape[0]]).sum(0).mean()
+    return local, value
 
 
 @MODELS.register_module()
