@@ -31,7 +31,11 @@ def _query_logits(queries: Tensor, positives: Tensor, bank: Tensor,
     """(Q, 1+N) cosine logits [q·μ, q·k_1..N] in float32 (before 1/τ).
     ``bank`` is (Q, N, D) dense negatives when ``index`` is None, else a
     (P, D) bank indexed by (Q, N)."""
-    negatives = bank if index is None else bank[index]
+    if index is None:
+        negatives = bank
+    else:  # index_select: faster than bank[index] on CPU
+        negatives = bank.index_select(0, index.reshape(-1)).view(
+            *index.shape, bank.shape[-1])
     pos = (queries * positives).sum(-1, keepdim=True)
     neg = torch.einsum('qd,qnd->qn', queries, negatives)
     return torch.cat([pos, neg], dim=1)
