@@ -2,11 +2,14 @@
 version (same model, same crop, same batch).
 
     python tools/analysis/benchmark.py CONFIG [--iters 20] [--warmup 5]
-        [--cfg-options k=v ...] [--json OUT.json]
+        [--repeats 1] [--cfg-options k=v ...] [--json OUT.json]
 
 Each variant runs in its own subprocess (so peak memory is per variant) on
 synthetic batches shaped like the config's training crops (data loading is
-excluded, as in mmseg's benchmark). Reported: median seconds per training
+excluded, as in mmseg's benchmark). With ``--repeats R`` the two variants
+run R times, alternating (A B, B A, ...), so that a machine whose speed
+drifts (shared hosts) slows both alike; the ratio is the median of the
+per-repeat ratios. Reported: median seconds per training
 iteration after warm-up (the full UDA step: forward, backward, optimizer
 steps, and the EMA teacher update when the config has one) and peak memory
 (CUDA max allocated on GPU; peak RSS of the process on CPU). Pretrained
@@ -36,6 +39,9 @@ def parse_args():
                         help='measured iterations')
     parser.add_argument('--warmup', type=int, default=5,
                         help='iterations before measuring')
+    parser.add_argument('--repeats', type=int, default=1,
+                        help='alternating runs of both variants; the ratio '
+                        'is the median of the per-run ratios')
     parser.add_argument('--batch-size', type=int, default=None,
                         help='override the source/target batch size')
     parser.add_argument('--crop', type=int, nargs=2, default=None,
@@ -212,26 +218,41 @@ def main():
     if args.variant:
         run_worker(args)
         return
-    results = {}
+    if args.repeats < 1:
+        raise SystemExit('--repeats must be >= 1')
+    runs = {'source_only': [], 'method': []}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in ('source_only', 'method'):
-            out = osp.join(tmp, f'{variant}.json')
-            cmd = [sys.executable, osp.abspath(__file__), args.config,
-                   '--iters', str(args.iters), '--warmup', str(args.warmup),
-                   '--variant', variant, '--worker-out', out]
-            if args.batch_size:
-                cmd += ['--batch-size', str(args.batch_size)]
-            if args.crop:
-                cmd += ['--crop'] + [str(c) for c in args.crop]
-            if args.cfg_options:
-                cmd += ['--cfg-options'] + args.cfg_options
-            print(f'[benchmark] {variant}: {args.warmup} warm-up + '
-                  f'{args.iters} measured iterations ...', flush=True)
-            subprocess.run(cmd, check=True, env=dict(os.environ))
-            with open(out) as f:
-                results[variant] = json.load(f)
+        for rep in range(args.repeats):
+            order = ('source_only', 'method') if rep % 2 == 0 else \
+                ('method', 'source_only')
+            for variant in order:
+                out = osp.join(tmp, f'{variant}_{rep}.json')
+                cmd = [sys.executable, osp.abspath(__file__), args.config,
+                       '--iters', str(args.iters), '--warmup',
+                       str(args.warmup), '--variant', variant,
+                       '--worker-out', out]
+                if args.batch_size:
+                    cmd += ['--batch-size', str(args.batch_size)]
+                if args.crop:
+                    cmd += ['--crop'] + [str(c) for c in args.crop]
+                if args.cfg_options:
+                    cmd += ['--cfg-options'] + args.cfg_options
+                print(f'[benchmark] {variant} (run {rep + 1}/'
+                      f'{args.repeats}): {args.warmup} warm-up + '
+                      f'{args.iters} measured iterations ...', flush=True)
+                subprocess.run(cmd, check=True, env=dict(os.environ))
+                with open(out) as f:
+                    runs[variant].append(json.load(f))
+    results = {}
+    for variant, rs in runs.items():
+        results[variant] = dict(
+            rs[0],
+            s_per_iter=statistics.median(r['s_per_iter'] for r in rs),
+            peak_memory_mb=max(r['peak_memory_mb'] for r in rs))
+    ratios = [m['s_per_iter'] / b['s_per_iter']
+              for b, m in zip(runs['source_only'], runs['method'])]
     base, meth = results['source_only'], results['method']
-    ratio_t = meth['s_per_iter'] / base['s_per_iter']
+    ratio_t = statistics.median(ratios)
     ratio_m = meth['peak_memory_mb'] / base['peak_memory_mb']
     print(f"\nconfig: {args.config}\ndevice: {meth['device']}, torch "
           f"{meth['torch']}\nbatch {meth['batch']} per domain, crops "
@@ -242,11 +263,14 @@ def main():
               f"{r['peak_memory_mb']:>12.0f}")
     print(f"{'ratio':<14}{ratio_t:>9.2f}x{ratio_m:>11.2f}x  "
           f"({meth['memory_kind']})")
+    if len(ratios) > 1:
+        print(f'time ratio per run: '
+              + ', '.join(f'{r:.2f}x' for r in ratios))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(config=args.config, source_only=base, method=meth,
-                           time_ratio=ratio_t, memory_ratio=ratio_m), f,
-                      indent=2)
+                           time_ratio=ratio_t, memory_ratio=ratio_m,
+                           time_ratios=ratios, runs=runs), f, indent=2)
 
 
 if __name__ == '__main__':
