@@ -2,14 +2,16 @@
 only registered components, and its model builds through mmseg's registry
 (pretrained weights disabled, SyncBN -> BN: no download, no GPU)."""
 import glob
+import re
 import os.path as osp
 
 import pytest
 from mmengine.config import Config, ConfigDict
 from mmengine.model import revert_sync_batchnorm
 
-from mmseg_uda.engine.config_checks import (check_methods,
+from mmseg_uda.engine.config_checks import (ConfigError, check_methods,
                                             check_num_classes,
+                                            check_pretrained,
                                             pretrained_checkpoints)
 from mmseg_uda.registry import (DATA_SAMPLERS, DATASETS, HOOKS, METRICS,
                                 MODELS, TRANSFORMS)
@@ -87,3 +89,19 @@ def test_config_builds(path):
     assert type(model.data_preprocessor).__name__ == 'UDADataPreProcessor'
     model = revert_sync_batchnorm(model)
     assert model.student.decode_head.num_classes in (16, 19)
+
+
+def test_missing_pretrained_error_suggests_a_working_cfg_option():
+    """The --cfg-options the error prints disables that checkpoint, also
+    for one inside the methods list (mmengine's ``methods.0`` syntax)."""
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 't2s', 'gta2cs.py'))
+    keys = [key for key, _ in pretrained_checkpoints(cfg.model)]
+    assert 'model.methods.0.imnet_feature_dist_encoder.init_cfg.checkpoint' \
+        in keys
+    for _ in keys:
+        with pytest.raises(ConfigError, match='does not exist') as err:
+            check_pretrained(cfg.model)
+        option = re.search(r'--cfg-options (\S+)=None', str(err.value))
+        cfg.merge_from_dict({option.group(1): None})
+    assert pretrained_checkpoints(cfg.model) == []
+    check_pretrained(cfg.model)

@@ -25,7 +25,7 @@ def _walk(node, path: str = '') -> Iterator[Tuple[str, dict]]:
             yield from _walk(value, f'{path}.{key}' if path else key)
     elif isinstance(node, (list, tuple)):
         for i, value in enumerate(node):
-            yield from _walk(value, f'{path}[{i}]')
+            yield from _walk(value, f'{path}.{i}')  # --cfg-options syntax
 
 
 def pretrained_checkpoints(model_cfg: dict) -> List[Tuple[str, str]]:
