@@ -17,6 +17,7 @@ from typing import List, Sequence, Union
 import torch
 import torch.nn.functional as F
 from mmengine.dist import all_gather, get_rank, get_world_size
+from mmseg.models.losses.lovasz_loss import lovasz_grad
 from torch import Tensor, nn
 
 from mmseg_uda.registry import MODELS
@@ -85,29 +86,26 @@ def _lovasz_terms(probs: Tensor, labels: Tensor, all_probs: Tensor,
     the gathered pixels, and the same mean with this process's pixels only
     dotted with the global Lovász gradient weights.
 
-    All classes at once: one column per class, one sort along the pixels
-    (stable, as a per-class 1-D sort), the weights by cumulative sums
-    (mmseg's ``lovasz_grad`` column-wise). A per-class loop over
-    ``probs[:, c]`` would materialise a (P, C) gradient per class.
+    The weights (constants) are computed class by class without autograd;
+    this process's errors of all classes are one (P, C) tensor, so the
+    backward builds one (P, C) gradient instead of one per class (the cost
+    of a ``probs[:, c]`` loop).
     """
-    index = torch.tensor(class_ids, device=probs.device)
+    weights = all_probs.new_empty(all_probs.shape[0], len(class_ids))
+    value = all_probs.new_zeros(())
     with torch.no_grad():
-        fg_all = (all_labels[:, None] == index[None, :]).to(all_probs.dtype)
-        errors_all = (fg_all - all_probs.index_select(1, index)).abs()
-        order = torch.sort(errors_all, dim=0, descending=True,
-                           stable=True).indices
-        fg_sorted = fg_all.gather(0, order)
-        gts = fg_sorted.sum(0, keepdim=True)
-        intersection = gts - fg_sorted.cumsum(0)
-        union = gts + (1.0 - fg_sorted).cumsum(0)
-        jaccard = 1.0 - intersection / union
-        jaccard[1:] = jaccard[1:] - jaccard[:-1].clone()
-        weights = torch.empty_like(errors_all).scatter_(0, order, jaccard)
-        value = (errors_all * weights).sum(0).mean()
+        for j, c in enumerate(class_ids):
+            fg_all = (all_labels == c).to(all_probs.dtype)
+            errors_all = (fg_all - all_probs[:, c]).abs()
+            order = torch.sort(
+                errors_all, descending=True, stable=True).indices
+            weights[order, j] = lovasz_grad(fg_all[order]).to(weights.dtype)
+            value += torch.dot(errors_all, weights[:, j])
+    index = torch.tensor(class_ids, device=probs.device)
     fg = (labels[:, None] == index[None, :]).to(probs.dtype)
     errors = (fg - probs.index_select(1, index)).abs()
-    local = (errors * weights[offset:offset + errors.shape[0]]).sum(0).mean()
-    return local, value
+    local = (errors * weights[offset:offset + errors.shape[0]]).sum(0)
+    return local.mean(), value / len(class_ids)
 
 
 @MODELS.register_module()
