@@ -123,6 +123,15 @@ def test_dist_train_two_cpu_processes_with_validation(data_root, tmp_path):
     assert 'Distributed training: True' in log
     assert log.count('mIoU16: ') == 2  # validated at iterations 2 and 4
 
+    # the same checkpoint through dist_test.sh: 2 processes, one metric
+    proc = subprocess.run(
+        ['bash', 'tools/dist_test.sh', str(path), str(work / 'iter_4.pth'),
+         '2', '--work-dir', str(tmp_path / 'test')],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert 'mIoU16: ' in out
+
 
 # Resume exactness of every method on the real Runner (the T2S-only case is
 # in test_t2s_e2e.py). Tiny model: FCNHead pre-classifier feature has 8

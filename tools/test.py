@@ -15,6 +15,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmseg_uda.engine.config_checks import ConfigError, check_config  # noqa
+from mmseg_uda.engine.distributed import shutdown_distributed  # noqa: E402
 
 
 def parse_args():
@@ -84,6 +85,7 @@ def main():
         cfg.test_evaluator['keep_results'] = True
     runner = Runner.from_cfg(cfg)
     runner.test()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

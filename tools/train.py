@@ -16,6 +16,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mmseg_uda.engine.config_checks import (ConfigError, check_config,  # noqa
                                             resolve_resume, set_amp)
+from mmseg_uda.engine.distributed import shutdown_distributed  # noqa: E402
 
 
 def parse_args():
@@ -76,6 +77,7 @@ def main():
         cfg.load_from = checkpoint
     runner = Runner.from_cfg(cfg)
     runner.train()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':
