@@ -5,7 +5,6 @@ import datetime
 import json
 import logging
 import math
-import socket
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from mmseg.structures import SegDataSample
 from PIL import Image
 
 import mmseg_uda  # noqa: F401  registers UDAIoUMetric
+from dist_utils import file_init_method
 from mmseg_uda.evaluation.metrics import (UDAIoUMetric,
                                           compute_confusion_matrix)
 
@@ -219,11 +219,11 @@ def dist_samples():
     return samples
 
 
-def evaluate_rank(rank, world_size, port, out_file):
+def evaluate_rank(rank, world_size, init_method, out_file):
     torch.set_num_threads(1)
     dist.init_process_group(
         'gloo',
-        init_method=f'tcp://127.0.0.1:{port}',
+        init_method=init_method,
         rank=rank,
         world_size=world_size,
         timeout=datetime.timedelta(seconds=60))
@@ -250,17 +250,11 @@ def evaluate_rank(rank, world_size, port, out_file):
         dist.destroy_process_group()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_gloo_equals_single_process(tmp_path):
     out_file = str(tmp_path / 'rank0.json')
     context = mp.start_processes(
         evaluate_rank,
-        args=(2, free_port(), out_file),
+        args=(2, file_init_method(str(tmp_path)), out_file),
         nprocs=2,
         join=False,
         start_method='spawn')
