@@ -16,7 +16,7 @@ from mmseg_uda.engine.config_checks import check_config
 from mmseg_uda.engine.optimizers import UDAOptimWrapperConstructor
 from mmseg_uda.models.uda.self_training import SelfTraining
 from mmseg_uda.registry import MODELS
-from uda_utils import random_uda_batch
+from uda_utils import random_uda_batch, to_plain_bn
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                       'configs', 'daformer')
@@ -25,18 +25,6 @@ THINGS = [6, 7, 11, 12, 13, 14, 15, 16, 17, 18]
 
 def load(name):
     return Config.fromfile(osp.join(CONFIG_DIR, f'{name}.py'))
-
-
-def to_plain_bn(cfg):
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-        for value in cfg.values():
-            to_plain_bn(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            to_plain_bn(value)
-    return cfg
 
 
 def no_pretrained(model_cfg):

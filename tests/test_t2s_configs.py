@@ -16,7 +16,7 @@ import mmseg_uda.models.uda.t2s  # noqa: F401
 from mmseg_uda.models.uda.t2s import T2S
 from mmseg_uda.registry import MODELS
 from t2s_utils import set_iter
-from uda_utils import random_uda_batch
+from uda_utils import random_uda_batch, to_plain_bn
 
 CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                       'configs', 't2s')
@@ -24,19 +24,6 @@ CONFIG_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
 
 def load(name):
     return Config.fromfile(osp.join(CONFIG_DIR, f'{name}.py'))
-
-
-def to_plain_bn(cfg):
-    """SyncBN -> BN everywhere (CPU), recursively."""
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-        for value in cfg.values():
-            to_plain_bn(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            to_plain_bn(value)
-    return cfg
 
 
 def shallow(model_cfg):

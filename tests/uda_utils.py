@@ -116,3 +116,16 @@ def slice_batch(batch, index):
                 d: v[index]
                 for d, v in batch['data_samples'].items()
             }))
+
+
+def to_plain_bn(cfg):
+    """SyncBN -> BN everywhere in a config (CPU), recursively, in place."""
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'SyncBN':
+            cfg['type'] = 'BN'
+        for value in cfg.values():
+            to_plain_bn(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            to_plain_bn(value)
+    return cfg
