@@ -1,9 +1,10 @@
-"""2 CPU processes over gloo: CDGA steps on half the batch each give the same
-parameters (segmentor, grouping network, discriminators) and the same global
-group statistics as one process on the whole batch. A control run without
-the cross-process reductions must differ, so the test can fail."""
-import contextlib
-import copy
+"""CDGA (``[CDGA]``, configs/cdga) under the real sampler: 2 gloo processes,
+each with the batch ``UDAPairSampler`` hands its rank, give the same
+gradients (segmentor, grouping network, discriminators; every step), the
+same parameters on both ranks and the same global group statistics as 1
+process on the global batch the same sampler hands out with world_size 1.
+A control run without the cross-process reductions must differ, so the test
+can fail."""
 import functools
 
 import pytest
@@ -15,11 +16,11 @@ import mmseg_uda.models.losses.cluster_orthogonality_loss  # noqa: F401
 import mmseg_uda.models.losses.semantic_consistency_loss  # noqa: F401
 import mmseg_uda.models.modules.grouping  # noqa: F401
 import mmseg_uda.models.uda.cdga as cdga_module
-from dist_utils import run_distributed
-from mmseg_uda.engine import UDADistributedDataParallel
-from mmseg_uda.engine.optimizers import UDAOptimWrapperConstructor
+from dist_utils import (Run, assert_differs_from_single,
+                        assert_equal_to_single, compare_runs, patched,
+                        random_items, uda_dataset)
 from mmseg_uda.registry import MODELS
-from uda_utils import random_uda_batch, slice_batch, uda_model_cfg
+from uda_utils import uda_model_cfg
 
 # SGD on both optimizers: equal parameters after a step mean equal
 # (all-reduced) gradients (see test_distributed_step.py).
@@ -48,14 +49,13 @@ GLOBAL_LOGS = ('cdga.loss_adv', 'cdga.loss_consist', 'cdga.loss_orth',
                'cdga.group2_src_pixel_share')
 
 
-def structured_batch(seed, batch_size=4, size=64):
+def structured_items(domain, num, seed, size=64):
     """Quadrant layouts: class c fills one quadrant of a randomly rotated
     layout and has its own colour (target colours shifted), so groups can
     hold different classes. On pure-noise images and labels every group has
     the same class histogram, the grouping losses sit at flat extremes
     (cos(q_k, q_k') = 1) and their gradients are rounding noise."""
-    data = random_uda_batch(batch_size=batch_size, h=size, w=size,
-                            seed=seed, num_classes=4, ignore_frac=0.1)
+    items = random_items(num, size, size, 4, domain == 'source', seed)
     g = torch.Generator().manual_seed(seed)
     palette = torch.tensor([[200, 40, 40], [40, 200, 40], [40, 40, 200],
                             [200, 200, 40]])
@@ -63,19 +63,24 @@ def structured_batch(seed, batch_size=4, size=64):
     quadrant = torch.zeros(size, size, dtype=torch.long)
     quadrant[:half, half:], quadrant[half:, :half] = 1, 2
     quadrant[half:, half:] = 3
-    for domain, shift in (('source', 0), ('target', 30)):
-        for i, img in enumerate(data['inputs'][domain]):
-            layout = torch.rot90(quadrant, int(torch.randint(4, (1, ),
-                                                             generator=g)))
-            noise = torch.randint(-25, 26, img.shape, generator=g)
-            colour = palette[layout].permute(2, 0, 1) + shift
-            img.copy_((colour + noise).clamp(0, 255).to(torch.uint8))
-            if domain == 'source':
-                label = data['data_samples'][domain][i].gt_sem_seg.data
-                ignore = label == 255
-                label.copy_(layout.unsqueeze(0))
-                label[ignore] = 255
-    return data
+    shift = 0 if domain == 'source' else 30
+    for item in items:
+        img = item['inputs']
+        layout = torch.rot90(quadrant, int(torch.randint(4, (1, ),
+                                                         generator=g)))
+        noise = torch.randint(-25, 26, img.shape, generator=g)
+        colour = palette[layout].permute(2, 0, 1) + shift
+        img.copy_((colour + noise).clamp(0, 255).to(torch.uint8))
+        if domain == 'source':
+            label = item['data_samples'].gt_sem_seg.data
+            ignore = torch.rand(label.shape, generator=g) < 0.1
+            label.copy_(layout.unsqueeze(0))
+            label[ignore] = 255
+    return items
+
+
+DATA = uda_dataset(structured_items('source', 8, seed=0),
+                   structured_items('target', 7, seed=1))
 
 
 def build(method, state=None):
@@ -93,144 +98,57 @@ def build(method, state=None):
     return model
 
 
-def record_gradients(model, optim):
-    """Wrap each optimizer's ``step`` to keep a copy of the gradients it is
-    about to apply (after DDP's all-reduce): {step index: {name: grad}}."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    record = []
-
-    def wrap(wrapper):
-        original = wrapper.step
-
-        def step(**kwargs):
-            grads = {
-                names[id(p)]: p.grad.detach().clone()
-                for group in wrapper.optimizer.param_groups
-                for p in group['params'] if p.grad is not None
-            }
-            if not record or set(grads) & set(record[-1]):
-                record.append({})
-            record[-1].update(grads)
-            return original(**kwargs)
-
-        wrapper.step = step
-
-    for wrapper in optim.values():
-        wrap(wrapper)
-    return record
+def reductions_removed(model):
+    """The control: group statistics and class counts stay per process."""
+    model.methods[0].class_balance_loss.reduce_distributed = False
+    return patched((cdga_module, 'group_class_distributions',
+                    functools.partial(cdga_module.group_class_distributions,
+                                      reduce_distributed=False)))
 
 
-def train_steps(model, batches, wrapper=None):
-    """Steps on ``batches``; returns the gradients of every step and the
-    last step's logged values."""
-    optim = UDAOptimWrapperConstructor(copy.deepcopy(OPTIM))(model)
-    record = record_gradients(model, optim)
-    runner = wrapper if wrapper is not None else model
-    for batch in batches:
-        log_vars = runner.train_step(batch, optim)
-    return record, {k: v.detach() for k, v in log_vars.items()}
+def make_run(method, control=None):
+    return Run(build=functools.partial(build, method), optim=OPTIM,
+               dataset=DATA, batch_size=2, iterations=2, control=control,
+               default_dtype=torch.float64)
 
 
-@contextlib.contextmanager
-def reductions(model, enabled):
-    """``enabled=False`` is the control: group statistics and class counts
-    stay per process."""
-    original = cdga_module.group_class_distributions
-    if not enabled:
-        model.methods[0].class_balance_loss.reduce_distributed = False
-        cdga_module.group_class_distributions = functools.partial(
-            original, reduce_distributed=False)
-    try:
-        yield
-    finally:
-        cdga_module.group_class_distributions = original
-
-
-def ddp_worker(rank, world_size, runs, batches, out):
-    torch.set_default_dtype(torch.float64)
-    results = {}
-    for name, (method, state, reduce) in runs.items():
-        model = build(method, state)
-        with reductions(model, reduce):
-            ddp = UDADistributedDataParallel(
-                module=model, broadcast_buffers=False)
-            per_rank = [slice_batch(b, slice(rank, None, world_size))
-                        for b in batches]
-            results[name] = train_steps(model, per_rank, ddp)
-    if rank == 0:
-        torch.save(results, out)
-
-
-RUNS = {
-    'per_group_d': (CASES['per_group_d'], True),
-    'shared_d_sym_kl': (CASES['shared_d_sym_kl'], True),
-    'control_without_reductions': (CASES['per_group_d'], False),
+RUNS = {case: make_run(method) for case, method in CASES.items()}
+CONTROLS = {
+    f'{case}_without_reductions': make_run(method, reductions_removed)
+    for case, method in CASES.items()
 }
 
 
 @pytest.fixture(scope='module')
 def results(tmp_path_factory):
-    """Every run in one 2-process group (one spawn), and the single-process
-    references: {name: (single grads, single logs, ddp grads, ddp logs)}."""
-    batches = [structured_batch(seed=s) for s in range(2)]
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        inits = {name: build(method).state_dict()
-                 for name, (method, _) in RUNS.items()}
-        singles = {name: train_steps(build(method, inits[name]),
-                                     copy.deepcopy(batches))
-                   for name, (method, _) in RUNS.items()}
-    finally:
-        torch.set_default_dtype(default_dtype)
-    out = tmp_path_factory.mktemp('cdga_ddp') / 'ddp.pth'
-    runs = {name: (method, inits[name], reduce)
-            for name, (method, reduce) in RUNS.items()}
-    run_distributed(ddp_worker, 2, runs, batches, str(out))
-    ddp = torch.load(out)
-    return {name: (*singles[name], *ddp[name]) for name in RUNS}
-
-
-def gradient_errors(single, ddp):
-    """Per module group (student, grouping, discriminator) and step: the
-    largest gradient difference relative to the group's largest gradient."""
-    assert len(single) == len(ddp) == 2
-    errors = {}
-    for step_single, step_ddp in zip(single, ddp):
-        assert set(step_single) == set(step_ddp)
-        scale, diff = {}, {}
-        for key, grad in step_single.items():
-            group = key.split('.')[2] if key.startswith('methods') \
-                else 'student'
-            scale[group] = max(scale.get(group, 0.0),
-                               grad.abs().max().item())
-            diff[group] = max(diff.get(group, 0.0),
-                              (step_ddp[key] - grad).abs().max().item())
-        for group in scale:
-            assert scale[group] > 0, group  # every part gets gradients
-            errors[group] = max(errors.get(group, 0.0),
-                                diff[group] / scale[group])
-    return errors
+    """Every run in one 2-process group (one spawn) and its 1-process
+    reference."""
+    return compare_runs({**RUNS, **CONTROLS},
+                        tmp_path_factory.mktemp('cdga_ddp'))
 
 
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_two_process_cdga_gradients_equal_one_process(case, results):
-    single, single_logs, ddp, ddp_logs = results[case]
-    errors = gradient_errors(single, ddp)
-    assert set(errors) == {'student', 'grouping', 'discriminator'}
-    for group, error in errors.items():
-        assert error < 1e-9, (group, error)
+    result = results[case]
+    # the student, the grouping network and the discriminators all get
+    # gradients, each compared relative to its own scale
+    groups = {key.split('.')[2] if key.startswith('methods') else 'student'
+              for key in result['single']['grads'][0]}
+    assert groups == {'student', 'grouping', 'discriminator'}
+    assert_equal_to_single(result, grad_tol=1e-9, state_tol=1e-9)
     # batch-global quantities are the same on a process as on the whole batch
-    for key in GLOBAL_LOGS:
-        assert torch.allclose(ddp_logs[key], single_logs[key],
-                              rtol=1e-10, atol=1e-12), key
+    for rank in result['ranks']:
+        for it, logs in enumerate(rank['logs']):
+            for key in GLOBAL_LOGS:
+                assert logs[key] == pytest.approx(
+                    result['single']['logs'][it][key], rel=1e-10,
+                    abs=1e-12), key
 
 
-def test_without_the_reductions_two_processes_differ(results):
-    single, single_logs, ddp, ddp_logs = results[
-        'control_without_reductions']
-    errors = gradient_errors(single, ddp)
-    for group, error in errors.items():
-        assert error > 1e-6, (group, error)
-    assert not torch.allclose(ddp_logs['cdga.loss_consist'],
-                              single_logs['cdga.loss_consist'], rtol=1e-4)
+@pytest.mark.parametrize('control', sorted(CONTROLS))
+def test_without_the_reductions_two_processes_differ(control, results):
+    result = results[control]
+    assert_differs_from_single(result, grad_min=1e-6, state_min=1e-8)
+    single = result['single']['logs'][-1]['cdga.loss_consist']
+    assert all(rank['logs'][-1]['cdga.loss_consist'] !=
+               pytest.approx(single, rel=1e-4) for rank in result['ranks'])

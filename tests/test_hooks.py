@@ -131,6 +131,69 @@ def test_loss_weight_hook_scales_matching_losses():
     assert torch.allclose(scaled['src.loss_ce'], ref['src.loss_ce'])
 
 
+def advent_model_and_batch():
+    model = MODELS.build(ConfigDict(
+        uda_model_cfg([dict(type='AdvEnt', num_classes=4)])))
+    model.init_weights()
+    return model, model.data_preprocessor(random_uda_batch(), True)
+
+
+def test_loss_weight_pattern_matching_no_loss_is_an_error():
+    model, data = advent_model_and_batch()
+    # a typo, and a pattern that matches only a logged non-loss key
+    for pattern in ('adevnt.*', 'src.acc_seg'):
+        model._checked_loss_patterns.clear()
+        hook = LossWeightScheduleHook(
+            {'advent.loss_D': dict(type='linear', begin=0, end=4),
+             pattern: dict(type='linear', begin=0, end=4)})
+        hook.before_train_iter(fake_runner(model, it=0), 0)
+        with pytest.raises(ValueError) as err:
+            model.loss(data['inputs'], data['data_samples'])
+        msg = str(err.value)
+        assert repr(pattern) in msg
+        # the keys that exist are listed, logged non-loss keys are not
+        assert "['advent.loss_D', 'advent.loss_adv', 'src.loss_ce']" in msg
+
+
+def test_loss_weight_pattern_checked_once_and_strict_false_skips():
+    model, data = advent_model_and_batch()
+    # strict=False: no error, and the unmatched pattern scales nothing
+    ref = model.loss(data['inputs'], data['data_samples'])
+    hook = LossWeightScheduleHook(
+        {'advent.loss_late': dict(type='step', begin=0, start_factor=0.0,
+                                  end_factor=0.5)}, strict=False)
+    hook.before_train_iter(fake_runner(model, it=0), 0)
+    out = model.loss(data['inputs'], data['data_samples'])
+    for key, value in ref.items():
+        assert torch.allclose(out[key], value), key
+    # a pattern that matched when first applied is not checked again (a
+    # later iteration may lack the key)
+    model.loss_scales_strict = True
+    model.loss_scales = {'late.*': 2.0}
+    losses = {'late.loss_x': torch.tensor(1.0)}
+    model._apply_loss_scales(losses)
+    assert losses['late.loss_x'] == 2.0
+    model._apply_loss_scales({'src.loss_ce': torch.tensor(1.0)})
+    model.loss_scales = {'never.*': 2.0}
+    with pytest.raises(ValueError, match="'never.*' .*matches no loss key"):
+        model._apply_loss_scales({'src.loss_ce': torch.tensor(1.0)})
+
+
+def test_loss_weight_typo_stops_the_runner_at_the_first_iteration(tmp_path):
+    from e2e_utils import make_tiny_uda_data, tiny_runner_cfg, train
+    make_tiny_uda_data(str(tmp_path / 'data'), num_source=2, num_target=2,
+                       num_val=1)
+    cfg = tiny_runner_cfg(
+        str(tmp_path / 'data'), str(tmp_path / 'work'), max_iters=2,
+        custom_hooks=[dict(type='LossWeightScheduleHook',
+                           schedules={'src.loss_cee': dict(type='step')})])
+    cfg.log_level = 'ERROR'
+    with pytest.raises(ValueError,
+                       match=r"'src.loss_cee' .*\['src.loss_ce'\]"):
+        train(cfg)
+    assert not (tmp_path / 'work' / 'iter_1.pth').exists()
+
+
 def test_debug_hook_writes_picture(tmp_path):
     model = MODELS.build(ConfigDict(
         uda_model_cfg([dict(type='AdvEnt', num_classes=4)])))

@@ -1,34 +1,39 @@
-"""2 CPU processes over gloo: two SelfTraining iterations on half the batch
-each give the same parameters as one process on the whole batch.
+"""SelfTraining (``[SelfTraining]``, every DAFormer config) under the real
+sampler: 2 gloo processes, each with the batch ``UDAPairSampler`` hands its
+rank, give the same gradients (every step) and parameters on both ranks as 1
+process on the global batch the same sampler hands out with world_size 1.
 
 This holds only because the batch-level quantities are global (ClassMix
 candidate classes, the 'batch' pseudo-weight, the FD cell count) and every
 random draw (ClassMix classes, jitter parameters, blur sigma) depends on
-(seed, iteration, global sample index), with rank r holding the global
-samples r, r + 2, ... as mmengine's samplers give them."""
-import copy
+(seed, iteration, global sample index), numbered as the sampler splits the
+batch (``mmseg_uda/models/utils/global_batch.py``). Negative controls: the
+samples numbered rank-major, or the all-reduces removed, must each depart
+from the 1-process run."""
+import functools
 
-import numpy as np
+import pytest
 import torch
 from mmengine.config import ConfigDict
-from mmengine.logging import MessageHub
+from mmengine.dist import get_rank
 from mmengine.structures import PixelData
 
-import mmseg_uda.models.uda.self_training  # noqa: F401 (registers)
-from dist_utils import run_distributed
-from mmseg_uda.engine import UDADistributedDataParallel
-from mmseg_uda.engine.hooks import ema_momentum, ema_update
-from mmseg_uda.engine.optimizers import UDAOptimWrapperConstructor
-from mmseg_uda.models.uda.dacs_transforms import (global_label_values,
-                                                  iteration_rng)
+import mmseg_uda.models.uda.dacs_transforms as dacs_module
+import mmseg_uda.models.uda.self_training as self_training_module
+from dist_utils import (Run, assert_differs_from_single,
+                        assert_equal_to_single, compare_runs, no_all_reduce,
+                        patched, random_items, uda_dataset)
+from mmseg_uda.models.uda.dacs_transforms import iteration_rng
 from mmseg_uda.registry import MODELS
-from uda_utils import random_uda_batch, slice_batch, uda_model_cfg
+from uda_utils import uda_model_cfg
 
 # SGD: the update is linear in the gradient (see test_distributed_step.py).
 OPTIM = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
-# Per global sample, the classes its source label contains: the two
-# processes see different class sets ({0, 255} and {1, 2, 3}).
-IMAGE_CLASSES = [(0, ), (1, 2), (0, 255), (3, )]
+# The classes of each source image's label (cycled over the items): the
+# processes see different class sets, so the ClassMix candidates of one
+# process alone differ from the global batch's.
+IMAGE_CLASSES = [(0, ), (1, 2), (0, 255), (3, ), (1, ), (2, 3), (0, 1),
+                 (255, 2)]
 
 
 def _seed_with_jitter_and_blur(iterations):
@@ -54,21 +59,22 @@ METHOD = dict(
     imnet_feature_dist_encoder=dict(type='TinyConvBackbone',
                                     channels=(8, 16)),
     seed=SEED)
+# logged values that are global by construction
+GLOBAL_LOGS = ('selftraining.pseudo_conf_ratio', 'selftraining.fd_cell_ratio')
 
 
-def make_batches():
-    batches = []
-    for it in range(2):
-        batch = random_uda_batch(batch_size=4, h=32, w=32, seed=it)
-        g = torch.Generator().manual_seed(10 + it)
-        for sample, classes in zip(batch['data_samples']['source'],
-                                   IMAGE_CLASSES):
-            pick = torch.randint(0, len(classes), (8, 8), generator=g)
-            coarse = torch.tensor(classes)[pick]
-            label = coarse.repeat_interleave(4, 0).repeat_interleave(4, 1)
-            sample.gt_sem_seg = PixelData(data=label[None])
-        batches.append(batch)
-    return batches
+def source_items():
+    items = random_items(8, 32, 32, 4, True, seed=0)
+    g = torch.Generator().manual_seed(10)
+    for item, classes in zip(items, IMAGE_CLASSES):
+        pick = torch.randint(0, len(classes), (8, 8), generator=g)
+        coarse = torch.tensor(classes)[pick]
+        label = coarse.repeat_interleave(4, 0).repeat_interleave(4, 1)
+        item['data_samples'].gt_sem_seg = PixelData(data=label[None])
+    return items
+
+
+DATA = uda_dataset(source_items(), random_items(7, 32, 32, 4, False, seed=1))
 
 
 def build(state=None):
@@ -90,57 +96,58 @@ def build(state=None):
     return model
 
 
-def train(model, batches, runner=None):
-    optim = UDAOptimWrapperConstructor(copy.deepcopy(OPTIM))(model)
-    hub = MessageHub.get_current_instance()
-    logs = []
-    for it, batch in enumerate(batches):
-        hub.update_info('iter', it)
-        logs.append((runner or model).train_step(batch, optim))
-        # EMATeacherHook.after_train_iter at runner.iter == it
-        ema_update(model.teacher, model.student, ema_momentum(it + 1, 0.999))
-    return model.state_dict(), logs
+def _rank_major_indices(local_size, device=None):
+    return torch.arange(local_size, device=device) + get_rank() * local_size
 
 
-def ddp_worker(rank, world_size, state, batches, out):
-    model = build(state)
-    ddp = UDADistributedDataParallel(module=model, broadcast_buffers=False)
-    local = [slice_batch(b, slice(rank, None, world_size)) for b in batches]
-    result, logs = train(model, local, ddp)
-    labels = torch.stack([
-        s.gt_sem_seg.data[0] for s in local[0]['data_samples']['source']
-    ])
-    global_classes = global_label_values(labels, 256)  # a collective
-    if rank == 0:
-        torch.save(
-            dict(state=result,
-                 conf=[float(log['selftraining.pseudo_conf_ratio'])
-                       for log in logs],
-                 local_classes=torch.unique(labels),
-                 global_classes=global_classes), out)
+def rank_major_numbering(model):
+    """Per-sample draws seeded with rank-major indices (not the sampler's)."""
+    return patched(
+        (self_training_module, 'global_indices', _rank_major_indices))
 
 
-def test_self_training_two_processes_equal_one(tmp_path):
-    init = build().state_dict()
-    batches = make_batches()
-    single, logs = train(build(init), copy.deepcopy(batches))
-    out = tmp_path / 'ddp.pth'
-    run_distributed(ddp_worker, 2, init, batches, str(out))
-    ddp = torch.load(out)
-    # the setup exercises the global reductions: the ClassMix candidates of
-    # rank 0 alone differ from those of the global batch
-    assert ddp['local_classes'].tolist() == [0, 255]
-    assert ddp['global_classes'].tolist() == [0, 1, 2, 3, 255]
-    conf = [float(log['selftraining.pseudo_conf_ratio']) for log in logs]
-    assert np.allclose(ddp['conf'], conf)
-    assert 0 < conf[0] < 1
+def without_all_reduce(model):
+    """ClassMix candidates, pseudo-weight and FD cell count stay local."""
+    return patched((self_training_module, 'all_reduce', no_all_reduce),
+                   (dacs_module, 'all_reduce', no_all_reduce))
+
+
+make_run = functools.partial(Run, build, OPTIM, DATA, 2, 2)
+RUNS = {'selftraining': make_run()}
+CONTROLS = {
+    'selftraining_rank_major': make_run(control=rank_major_numbering),
+    'selftraining_without_all_reduce': make_run(control=without_all_reduce),
+}
+
+
+@pytest.fixture(scope='module')
+def results(tmp_path_factory):
+    return compare_runs({**RUNS, **CONTROLS},
+                        tmp_path_factory.mktemp('self_training_ddp'))
+
+
+def test_self_training_two_processes_equal_one(results):
+    result = results['selftraining']
+    assert_equal_to_single(result)
+    single_logs = result['single']['logs']
+    for rank in result['ranks']:
+        for it, logs in enumerate(rank['logs']):
+            for key in GLOBAL_LOGS:
+                assert logs[key] == pytest.approx(single_logs[it][key],
+                                                  rel=1e-5, abs=1e-7), key
+    for it, logs in enumerate(single_logs):
+        # each process logs its share × world_size; DDP averages them
+        fd = [rank['logs'][it]['selftraining.loss_fd']
+              for rank in result['ranks']]
+        assert sum(fd) / len(fd) == pytest.approx(
+            logs['selftraining.loss_fd'], rel=1e-5, abs=1e-9)
+    assert 0 < single_logs[0]['selftraining.pseudo_conf_ratio'] < 1
     # iteration 0 copies the student into the frozen encoder (FD = 0); the
     # student has moved at iteration 1
-    assert logs[0]['selftraining.loss_fd'] == 0
-    assert logs[1]['selftraining.loss_fd'] > 0
-    moved = 0
-    for key, value in single.items():
-        assert torch.allclose(ddp['state'][key].float(), value.float(),
-                              atol=1e-5), key
-        moved += int(not torch.equal(value, init[key]))
-    assert moved > 0
+    assert single_logs[0]['selftraining.loss_fd'] == 0
+    assert single_logs[1]['selftraining.loss_fd'] > 0
+
+
+@pytest.mark.parametrize('control', sorted(CONTROLS))
+def test_negative_control_departs_from_one_process(control, results):
+    assert_differs_from_single(results[control])

@@ -2,6 +2,7 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out DIR]
                          [--show-dir DIR] [--cfg-options k=v ...]
+                         [--trust-checkpoint]
 """
 import argparse
 import os
@@ -13,6 +14,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import mmseg_uda  # noqa: E402,F401
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+from mmseg_uda.compat import (TRUST_CHECKPOINT_CFG_KEY,  # noqa: E402
+                              set_checkpoint_trust)
 
 from mmseg_uda.engine.config_checks import ConfigError, check_config  # noqa
 from mmseg_uda.engine.distributed import shutdown_distributed  # noqa: E402
@@ -36,6 +39,14 @@ def parse_args():
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings in the config, key=value')
     parser.add_argument(
+        '--trust-checkpoint',
+        action='store_true',
+        help='fully unpickle the checkpoints this run loads (--resume, '
+        'load_from, pretrained weights); only for files you trust. Without '
+        'it, files holding more than mmengine checkpoint types are refused. '
+        'Same as trust_checkpoint=True in the config or '
+        'MMSEG_UDA_TRUST_CHECKPOINT=1')
+    parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
@@ -53,6 +64,8 @@ def main():
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.trust_checkpoint or cfg.get(TRUST_CHECKPOINT_CFG_KEY, False):
+        set_checkpoint_trust(True)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

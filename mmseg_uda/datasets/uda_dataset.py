@@ -1,11 +1,14 @@
 """Paired source/target dataset for UDA training, with rare-class
-sampling (DAFormer RCS, methods.md §4.2)."""
+sampling (DAFormer RCS, Hoyer et al., CVPR 2022; lhoyer/DAFormer
+``mmseg/datasets/uda_dataset.py``)."""
 import copy
+import functools
 import json
 import logging
 import os
 import os.path as osp
 import random
+import types
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -69,27 +72,93 @@ def rcs_class_probabilities(class_pixels: Dict[int, int],
     return classes, probs / probs.sum()
 
 
-def _pipeline_loads_labels(dataset) -> bool:
-    for transform in getattr(dataset.pipeline, 'transforms', []):
-        if isinstance(transform, _MMCVLoadAnnotations) or \
-                'LoadAnnotation' in type(transform).__name__:
-            return True
-    return False
+def _is_label_loader(transform) -> bool:
+    """``LoadAnnotations`` of mmcv/mmseg, or any class named like it."""
+    return isinstance(transform, _MMCVLoadAnnotations) or \
+        'LoadAnnotation' in type(transform).__name__
 
 
-def _cfg_loads_labels(cfg) -> bool:
-    for step in cfg.get('pipeline', None) or []:
-        kind = step.get('type') if isinstance(step, dict) else step
-        name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+def _is_transform_like(value) -> bool:
+    """A transform object (callable instance), not a function, method or
+    class, which holds no transforms."""
+    return callable(value) and not isinstance(
+        value, (type, types.FunctionType, types.MethodType,
+                types.BuiltinFunctionType, functools.partial, torch.nn.Module))
+
+
+def find_label_loaders(transform, path: str = 'pipeline',
+                       _seen: Optional[set] = None) -> List[str]:
+    """Paths of every label-loading transform in ``transform``, searched
+    recursively through wrappers.
+
+    mmcv's ``Compose``/``RandomApply``/``RandomChoice``/``KeyMapper``/
+    ``TransformBroadcaster``, mmseg's ``TestTimeAug`` and custom wrappers
+    keep their inner transforms under some attribute (``transforms``,
+    ``subroutines``, ...); every attribute that is a transform object or a
+    list/tuple/dict of them is searched.
+
+    Returns:
+        e.g. ``['pipeline.transforms[1].transforms.transforms[0]
+        (LoadAnnotations)']``; empty if nothing loads labels.
+    """
+    seen = set() if _seen is None else _seen
+    if id(transform) in seen:
+        return []
+    seen.add(id(transform))
+    if _is_label_loader(transform):
+        return [f'{path} ({type(transform).__name__})']
+    found = []
+    for name, value in sorted(vars(transform).items()) if hasattr(
+            transform, '__dict__') else ():
+        if isinstance(value, (list, tuple)):
+            children = [(f'{path}.{name}[{i}]', v)
+                        for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            children = [(f'{path}.{name}[{k!r}]', v)
+                        for k, v in value.items()]
+        else:
+            children = [(f'{path}.{name}', value)]
+        for child_path, child in children:
+            if _is_transform_like(child):
+                found += find_label_loaders(child, child_path, seen)
+    return found
+
+
+def find_cfg_label_loaders(steps, path: str = 'pipeline') -> List[str]:
+    """Paths of every ``LoadAnnotations``-like ``type`` in a pipeline config,
+    nested dicts/lists included (wrappers' ``transforms=[...]``)."""
+    found = []
+    if isinstance(steps, dict):
+        kind = steps.get('type')
+        name = kind if isinstance(kind, str) else getattr(
+            kind, '__name__', '')
         if 'LoadAnnotation' in name.split('.')[-1]:
-            return True
-    return False
+            return [f'{path} ({name.split(".")[-1]})']
+        for key, value in steps.items():
+            if isinstance(value, (dict, list, tuple)):
+                found += find_cfg_label_loaders(value, f'{path}.{key}')
+    elif isinstance(steps, (list, tuple)):
+        for i, step in enumerate(steps):
+            found += find_cfg_label_loaders(step, f'{path}[{i}]')
+    return found
 
 
-_TARGET_LABELS_ERROR = (
-    'UDADataset: the target pipeline contains LoadAnnotations. Target '
-    'labels must never be used for training; remove LoadAnnotations from '
-    'the target pipeline.')
+def target_label_fields(sample) -> List[str]:
+    """Label fields (``gt_*``) a target sample carries: the fields of a
+    packed ``SegDataSample``, or the keys of an unpacked results dict
+    (``gt_seg_map``)."""
+    if sample is None:
+        return []
+    keys = sample.keys() if hasattr(sample, 'keys') else []
+    return sorted(k for k in keys if str(k).startswith('gt_'))
+
+
+def _target_labels_error(where: List[str]) -> str:
+    return ('UDADataset: the target pipeline loads labels at '
+            f'{", ".join(where)}. Target labels must never be used for '
+            'training; remove LoadAnnotations from the target pipeline '
+            '(also from inside RandomApply/RandomChoice/Compose/TestTimeAug '
+            'or any other wrapper).')
 
 
 def _check_cfg_folders(cfg: dict, role: str) -> None:
@@ -148,7 +217,7 @@ class UDADataset:
     the worker's global RNG. ``len()`` is the larger domain's size (DAFormer
     used |S|·|T|, which an index-enumerating sampler cannot handle).
 
-    Rare-class sampling (DAFormer RCS, methods.md §4.2), enabled by
+    Rare-class sampling (DAFormer RCS, see docs/self_training.md), enabled by
     ``rare_class_sampling=dict(class_temp=0.01, min_pixels=3000,
     min_crop_ratio=0.5)``: a class c is drawn with p(c) = softmax((1 -
     f_c)/T), f_c its pixel frequency in ``DATA_ROOT/sample_class_stats.json``;
@@ -179,8 +248,10 @@ class UDADataset:
                  target: Union[dict, object, None],
                  rare_class_sampling: Optional[dict] = None,
                  lazy_init: bool = False) -> None:
-        if isinstance(target, dict) and _cfg_loads_labels(target):
-            raise ValueError(_TARGET_LABELS_ERROR)
+        if isinstance(target, dict):
+            where = find_cfg_label_loaders(target.get('pipeline') or [])
+            if where:
+                raise ValueError(_target_labels_error(where))
         for cfg, role in ((source, 'source'), (target, 'target')):
             if isinstance(cfg, dict):
                 _check_cfg_folders(cfg, role)
@@ -188,8 +259,11 @@ class UDADataset:
                                                            dict) else source
         self.target = DATASETS.build(target) if isinstance(target,
                                                            dict) else target
-        if self.target is not None and _pipeline_loads_labels(self.target):
-            raise ValueError(_TARGET_LABELS_ERROR)
+        if self.target is not None:
+            where = find_label_loaders(
+                getattr(self.target, 'pipeline', None))
+            if where:
+                raise ValueError(_target_labels_error(where))
         source_classes = tuple(self.source.metainfo.get('classes', ()))
         target_classes = source_classes if self.target is None else tuple(
             self.target.metainfo.get('classes', ()))
@@ -270,6 +344,8 @@ class UDADataset:
                 source = self.source[source_index]
             target = None if self.target is None else \
                 self.target[target_index]
+        if target is not None:
+            self._check_target_unlabelled(target, index, target_index)
         item = dict(
             inputs=dict(source=source['inputs']),
             data_samples=dict(source=source['data_samples']))
@@ -277,6 +353,23 @@ class UDADataset:
             item['inputs']['target'] = target['inputs']
             item['data_samples']['target'] = target['data_samples']
         return item
+
+    def _check_target_unlabelled(self, target: dict, index,
+                                 target_index: int) -> None:
+        """Run-time half of the target-label guard: whatever the pipeline
+        is made of, the sample it produced must carry no ``gt_*`` field."""
+        samples = target.get('data_samples')
+        samples = samples if isinstance(samples, (list, tuple)) else [samples]
+        fields = sorted(
+            set(target_label_fields(target)).union(
+                *(target_label_fields(s) for s in samples)))
+        if fields:
+            raise ValueError(
+                f'UDADataset[{index!r}]: target sample {target_index} '
+                f'({type(self.target).__name__}) carries {fields}: its '
+                'pipeline loaded the label. Target labels must never be used '
+                'for training; remove LoadAnnotations (or the custom '
+                'transform that adds the label) from the target pipeline.')
 
     def _parse_index(self, index) -> Tuple[int, Optional[int], Optional[int]]:
         if isinstance(index, (tuple, list)):
@@ -438,4 +531,7 @@ class UDADataset:
                 f'rare_class_sampling={self.rcs_cfg})')
 
 
-__all__ = ['UDADataset', 'seeded_random_state', 'rcs_class_probabilities']
+__all__ = [
+    'UDADataset', 'seeded_random_state', 'rcs_class_probabilities',
+    'find_label_loaders', 'find_cfg_label_loaders', 'target_label_fields'
+]

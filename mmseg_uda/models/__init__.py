@@ -1,4 +1,5 @@
-from . import decode_heads, losses, modules, segmentors, uda  # noqa: F401
+from . import (backbones, decode_heads, losses, modules,  # noqa: F401
+               segmentors, uda)
 from .data_preprocessor import UDADataPreProcessor
 from .segmentors import UDASegmentor
 

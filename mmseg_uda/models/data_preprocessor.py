@@ -1,9 +1,31 @@
 """Data preprocessor for the two-domain batches of ``UDADataset``."""
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 from mmseg.models.data_preprocessor import SegDataPreProcessor
 
 from mmseg_uda.registry import MODELS
+
+
+def check_target_unlabelled(samples: Optional[Sequence],
+                            where: str) -> None:
+    """Raise if any target data sample carries a label field (``gt_*``,
+    e.g. ``gt_sem_seg``): target labels must never reach training.
+
+    Cheap (a key lookup per sample); called on every training batch by
+    :class:`UDADataPreProcessor` and ``UDASegmentor.loss``.
+    """
+    for i, sample in enumerate(samples or ()):
+        keys = sample.keys() if hasattr(sample, 'keys') else ()
+        fields = sorted(k for k in keys if str(k).startswith('gt_'))
+        if fields:
+            path = sample.metainfo.get('img_path', '?') if hasattr(
+                sample, 'metainfo') else '?'
+            raise ValueError(
+                f'{where}: target data sample {i} of the batch ({path}) '
+                f'carries {fields}. Target labels must never be used for '
+                'training: remove LoadAnnotations from the target pipeline '
+                '(train_dataloader.dataset.target.pipeline), or stop the '
+                'code that attaches the label.')
 
 
 @MODELS.register_module()
@@ -16,6 +38,9 @@ class UDADataPreProcessor(SegDataPreProcessor):
     normalised and padded exactly as mmseg does for one domain, and the
     result keeps the per-domain dicts. Single-domain batches (validation and
     test dataloaders) go through ``SegDataPreProcessor`` unchanged.
+
+    Every call checks that no target data sample carries a label
+    (:func:`check_target_unlabelled`).
 
     Source and target crops may differ in size (AdaptSegNet: 1280×720 vs
     1024×512), so with neither ``size`` nor ``size_divisor`` given, each
@@ -33,6 +58,7 @@ class UDADataPreProcessor(SegDataPreProcessor):
         if not isinstance(inputs, dict):
             return super().forward(data, training)
         samples = data.get('data_samples') or {}
+        check_target_unlabelled(samples.get('target'), 'UDADataPreProcessor')
         out_inputs, out_samples = {}, {}
         for domain, domain_inputs in inputs.items():
             out = super().forward(

@@ -10,9 +10,12 @@
 #   python tools/model_converters/deeplab_resnet2mmseg.py SRC \
 #       pretrained/deeplab_resnet101_imagenet_mmseg.pth
 #
-# Known deviation (methods.md §2.9): both originals use a ceil-mode 3x3 max
-# pool, mmseg's ResNet a floor-mode one; feature maps can differ by one pixel
-# for some input sizes.
+# Stem max-pool: the official networks (AdaptSegNet ResNetMulti, ADVENT
+# get_deeplab_v2, PLCA model/resnet.py) use MaxPool2d(3, 2, padding=1,
+# ceil_mode=True), mmseg's ResNet floor mode; DeepLabV2ResNet is mmseg's
+# ResNet with the ceil-mode pool, so the stride-8 maps have the official size
+# at every input size (e.g. 1024x512 -> 129x65, 1280x720 -> 161x91,
+# 1460x730 -> 183x92, 321x321 -> 41x41).
 
 # PLCA trains BN (SyncBN when distributed; tools/train.py). AdaptSegNet freezes
 # the BN affine parameters: override with dict(type='BN', requires_grad=False).
@@ -21,7 +24,7 @@ norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(
     type='SegDataPreProcessor',
     # Caffe ImageNet statistics: BGR, 0-255, mean subtraction only (PLCA
-    # tools/train.py::get_transform, AdaptSegNet IMG_MEAN; methods.md §1.5).
+    # tools/train.py::get_transform, AdaptSegNet IMG_MEAN).
     # mmseg loads images as BGR, so no channel swap.
     mean=[104.00698793, 116.66876762, 122.67891434],
     std=[1.0, 1.0, 1.0],
@@ -32,7 +35,8 @@ model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
     backbone=dict(
-        type='ResNet',
+        # mmseg ResNet + ceil-mode stem max-pool (same parameter names).
+        type='DeepLabV2ResNet',
         depth=101,
         num_stages=4,
         out_indices=(0, 1, 2, 3),
@@ -71,5 +75,5 @@ model = dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
     # Whole-image inference; the input size is set by the test pipeline
-    # (1024x512 AdaptSegNet, 1460x730 PLCA; methods.md §1.4).
+    # (1024x512 AdaptSegNet, 1460x730 PLCA).
     test_cfg=dict(mode='whole'))

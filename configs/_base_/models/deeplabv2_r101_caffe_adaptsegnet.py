@@ -1,4 +1,4 @@
-# The AdaptSegNet network that CDGA builds on (methods.md §3.2: G = DeepLab-V2
+# The AdaptSegNet network that CDGA builds on (docs/cdga.md: G = DeepLab-V2
 # ResNet-101, ImageNet init; CDGA's adversarial scheme is AdaptSegNet's):
 # the DeepLab Caffe ResNet-101 of ./deeplabv2_r101_caffe.py
 # set up as wasidennis/AdaptSegNet model/deeplab_multi.py builds it. Not a

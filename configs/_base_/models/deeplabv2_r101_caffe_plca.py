@@ -1,5 +1,5 @@
 # The DeepLab-V2 ResNet-101 (Caffe) network exactly as PLCA builds it
-# (model/segmentation/deeplabv2.py, methods.md §2.1): the shared
+# (model/segmentation/deeplabv2.py at e01d77a, docs/plca.md): the shared
 # ./deeplabv2_r101_caffe.py (BGR mean-only normalisation,
 # output stride 8, trainable BN, ASPP rates 6/12/18/24 summed, bias=False)
 # with PLCA's classifier init and source cross-entropy.

@@ -50,12 +50,25 @@ class LossWeightScheduleHook(Hook):
 
         custom_hooks = [dict(type='LossWeightScheduleHook', schedules={
             't2s.loss_t2s': dict(type='linear', begin=0, end=1500)})]
+
+    Args:
+        schedules (dict): loss-key pattern -> schedule.
+        strict (bool): a pattern that matches no loss key at the first
+            iteration stops training with an error naming the pattern and
+            the loss keys that exist (a typo would otherwise scale nothing).
+            The methods of this package return the same loss keys at every
+            iteration, so the first iteration sees them all; set False only
+            for a custom method that adds a loss from a later iteration.
     """
     priority = 'ABOVE_NORMAL'
 
-    def __init__(self, schedules: dict):
+    def __init__(self, schedules: dict, strict: bool = True):
         self.schedules = dict(schedules)
+        self.strict = bool(strict)
         for pattern, schedule in self.schedules.items():
+            if not isinstance(pattern, str) or not pattern:
+                raise TypeError('LossWeightScheduleHook.schedules keys must '
+                                f'be loss-key patterns, got {pattern!r}')
             schedule_factor(schedule, 0)  # validate early
 
     def before_train_iter(self, runner, batch_idx: int,
@@ -67,6 +80,7 @@ class LossWeightScheduleHook(Hook):
             for pattern, schedule in self.schedules.items()
         }
         model.loss_scales = factors
+        model.loss_scales_strict = self.strict
         for pattern, factor in factors.items():
             runner.message_hub.update_scalar(f'train/weight/{pattern}',
                                              factor)

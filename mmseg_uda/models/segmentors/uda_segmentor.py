@@ -20,10 +20,11 @@ from mmseg.utils import add_prefix
 from torch import Tensor, nn
 
 from mmseg_uda.registry import MODELS
+from ..data_preprocessor import check_target_unlabelled
 from ..uda.base import BaseUDAMethod
 from ..uda.context import DOMAINS, UDAContext
 from ..utils.normalization import to_rgb_uint8
-from ..utils.seg_forward import segmentor_forward
+from ..utils.seg_forward import segmentor_forward, segmentor_loss
 
 
 def registered_uda_methods() -> List[str]:
@@ -31,6 +32,50 @@ def registered_uda_methods() -> List[str]:
     return sorted(
         name for name, cls in MODELS.module_dict.items()
         if isinstance(cls, type) and issubclass(cls, BaseUDAMethod))
+
+
+#: Local names of the buffers that hold a run's random seeds (this
+#: segmentor's ``rng_base_seed``, ``SelfTraining.rng_seed``). A resume keeps
+#: the checkpoint's values; a ``load_from`` (fine-tuning) run keeps its own.
+SEED_BUFFER_NAMES = ('rng_base_seed', 'rng_seed')
+
+
+def iteration_seed(base_seed: int, iteration: int, rank: int) -> int:
+    """The 64-bit seed of the global RNGs at one iteration on one process.
+
+    ``numpy.random.SeedSequence(base_seed, spawn_key=(iteration, rank))``:
+    NumPy's documented way to derive independent streams from one seed, so
+    distinct (iteration, rank) pairs of one run, and runs with distinct base
+    seeds, get unrelated seeds (a linear mix such as
+    ``base·p + iteration·q + rank·r`` repeats whenever the differences
+    cancel). A pure function of its arguments, so a resumed run repeats it.
+    """
+    for name, value in (('base_seed', base_seed), ('iteration', iteration),
+                        ('rank', rank)):
+        if not 0 <= int(value) < 2**32:
+            raise ValueError(f'{name} must be in [0, 2**32), got {value}')
+    words = np.random.SeedSequence(
+        int(base_seed), spawn_key=(int(iteration), int(rank))).generate_state(
+            2, dtype=np.uint32)
+    return int(words[0]) | (int(words[1]) << 32)
+
+
+def shared_iteration_seed(base_seed: int, iteration: int) -> int:
+    """A 32-bit seed of one iteration that is the same on every process
+    (``SeedSequence(base_seed, spawn_key=(iteration,))``, a stream distinct
+    from every :func:`iteration_seed`): for draws that must be one per global
+    batch, such as HRDA's detail box."""
+    return int(np.random.SeedSequence(
+        int(base_seed), spawn_key=(int(iteration), )).generate_state(
+            1, dtype=np.uint32)[0])
+
+
+def seed_global_rngs(seed: int) -> None:
+    """Seed torch (CPU and every CUDA device), numpy's global RNG and
+    python's ``random`` with one 64-bit seed."""
+    torch.manual_seed(seed)
+    np.random.seed([seed & 0xFFFFFFFF, seed >> 32])
+    random.seed(seed)
 
 
 def _is_dropout_like(module: nn.Module) -> bool:
@@ -42,7 +87,7 @@ def _is_dropout_like(module: nn.Module) -> bool:
 class UDASegmentor(BaseSegmentor):
     """Unsupervised domain adaptation around an mmseg segmentor.
 
-    Design (``shared/docs/design.md``): the two-domain batch of
+    Design (README "Design"): the two-domain batch of
     ``UDADataset`` is normalised by ``UDADataPreProcessor``; the student (any
     ``EncoderDecoder`` config) is forwarded once per domain; each method in
     ``methods`` receives a :class:`UDAContext` and returns named losses; the
@@ -60,16 +105,24 @@ class UDASegmentor(BaseSegmentor):
         bn_mode (str): ``'joint'`` forwards the source and target batches
             through the student together (BatchNorm statistics over both
             domains), ``'separate'`` one after the other, target first as in
-            PLCA's official code (methods.md §2.4 item 6).
+            PLCA's official code (kgl-prml/Pixel-Level-Cycle-Association
+            @ e01d77a0, ``solver/solver.py``).
         teacher_mode (str): how the EMA teacher runs during training:
             ``'dropout_off'`` keeps the teacher in train mode but switches
             Dropout/DropPath off (DAFormer), ``'eval'`` runs it in eval mode.
         train_cfg (dict): ``check_finite`` (default True) stops training
-            with the iteration and loss name when a loss is NaN/inf;
+            with the iteration and loss name when a loss is NaN/inf, before
+            any backward or optimizer step, and restores what the forward
+            changed in place (it copies the buffers and the frozen
+            non-teacher parameters each iteration for that);
             ``reseed_per_iter`` (default True) seeds torch/numpy/random at
-            the start of every iteration from (base seed, iteration, rank):
-            mmengine does not checkpoint RNG states, so this is what makes
-            dropout, ClassMix and sampling inside methods resume exactly.
+            the start of every iteration from (base seed, iteration, rank)
+            (:func:`iteration_seed`): mmengine does not checkpoint RNG
+            states, so this is what makes dropout, DropPath and anything a
+            method draws from the global RNGs resume exactly. The base seed
+            (buffer ``rng_base_seed``) is ``torch.initial_seed()`` at
+            construction, i.e. the Runner's ``randomness.seed``; a resume
+            keeps the checkpoint's, a ``load_from`` run its own.
         test_cfg (dict): ``predict_with`` ``'student'`` (default) or
             ``'teacher'``; ``method_inference`` (default True) lets a method
             replace ``encode_decode`` at test time (PLCA aggregation).
@@ -152,6 +205,9 @@ class UDASegmentor(BaseSegmentor):
         # Multiplicative factors for loss keys (fnmatch patterns), set each
         # iteration by LossWeightScheduleHook.
         self.loss_scales: Dict[str, float] = {}
+        # False: a pattern may match no loss key (see _apply_loss_scales).
+        self.loss_scales_strict = True
+        self._checked_loss_patterns: set = set()
         # Set by the debug-picture hook for the iterations it draws.
         self.debug_enabled = False
         self.debug_maps: Dict[str, Tensor] = {}
@@ -208,7 +264,42 @@ class UDASegmentor(BaseSegmentor):
                 state_dict[prefix + 'student.' + rest] = value
                 if self.teacher is not None:
                     state_dict[prefix + 'teacher.' + rest] = value.clone()
+        self._remember_own_seeds(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _seed_buffers(self) -> Dict[str, Tensor]:
+        return {name: buf for name, buf in self.named_buffers()
+                if name.rsplit('.', 1)[-1] in SEED_BUFFER_NAMES}
+
+    def _remember_own_seeds(self, state_dict: dict, prefix: str) -> None:
+        """Keep this run's seed buffers (drawn from its cfg / ``randomness``)
+        before a checkpoint overwrites them; :meth:`_settle_loaded_seeds`
+        decides at the first training iteration which ones the run uses."""
+        if getattr(self, '_own_seeds', None) is not None:
+            return  # an earlier load already kept them
+        seeds = self._seed_buffers()
+        if any(prefix + name in state_dict for name in seeds):
+            self._own_seeds = {
+                name: buf.detach().clone() for name, buf in seeds.items()}
+
+    def _settle_loaded_seeds(self) -> None:
+        """After a checkpoint load, at the first training iteration: a
+        resumed run keeps the checkpoint's seed buffers (its draws continue
+        the interrupted run's), a run that starts at iteration 0 from loaded
+        weights (``load_from``, fine-tuning) gets back its own, so it does
+        not replay the old run's random draws. mmengine loads both through
+        the same ``load_state_dict``; only a resumed run starts past
+        iteration 0."""
+        own = getattr(self, '_own_seeds', None)
+        if own is None:
+            return
+        self._own_seeds = None
+        if self.current_iter > 0:
+            return
+        buffers = self._seed_buffers()
+        with torch.no_grad():
+            for name, value in own.items():
+                buffers[name].copy_(value)
 
     # ------------------------------------------------------------- training
     def _student_domains(self) -> List[str]:
@@ -282,6 +373,8 @@ class UDASegmentor(BaseSegmentor):
             raise RuntimeError(
                 'The EMA teacher was never initialised from the student: add '
                 "dict(type='EMATeacherHook') to custom_hooks.")
+        check_target_unlabelled(
+            (data_samples or {}).get('target'), 'UDASegmentor.loss')
         ctx = UDAContext(self, inputs, data_samples, self.current_iter,
                          debug=self.debug_enabled)
         self._check_source_labels(ctx)
@@ -289,10 +382,13 @@ class UDASegmentor(BaseSegmentor):
 
         losses: Dict[str, Tensor] = {}
         src = ctx.student_outputs('source')
-        losses.update(
-            add_prefix(
-                self.student.decode_head.loss_by_feat(
-                    src.logits, data_samples['source']), 'src'))
+        # A segmentor with its own loss (HRDA: 0.9·fused + 0.1·detail) uses
+        # it; otherwise the decode head's loss on the logits.
+        src_losses = segmentor_loss(self.student, src, ctx.src_label)
+        if src_losses is None:
+            src_losses = self.student.decode_head.loss_by_feat(
+                src.logits, data_samples['source'])
+        losses.update(add_prefix(src_losses, 'src'))
         if self.student.with_auxiliary_head:
             aux = self.student._auxiliary_head_forward_train(
                 list(src.backbone), data_samples['source'])
@@ -326,12 +422,34 @@ class UDASegmentor(BaseSegmentor):
         return keys
 
     def _apply_loss_scales(self, losses: dict) -> None:
+        """Multiply the losses whose key matches a ``loss_scales`` pattern.
+
+        A pattern must match a loss key the first time it is applied (the
+        first iteration): every method of this package returns the same loss
+        keys at every iteration (a warm-up is a factor of 0, not a missing
+        key), so a pattern that matches nothing then is a mistake that would
+        otherwise silently scale nothing. ``loss_scales_strict=False``
+        (``LossWeightScheduleHook(strict=False)``) skips the check, for a
+        custom method that adds a loss only from a later iteration."""
+        checked = self._checked_loss_patterns
+        strict = self.loss_scales_strict
         for pattern, factor in self.loss_scales.items():
-            for key in losses:
-                if 'loss' in key and fnmatch.fnmatchcase(key, pattern):
-                    value = losses[key]
-                    losses[key] = [v * factor for v in value] \
-                        if is_list_of(value, Tensor) else value * factor
+            keys = [k for k in losses
+                    if 'loss' in k and fnmatch.fnmatchcase(k, pattern)]
+            if not keys and strict and pattern not in checked:
+                raise ValueError(
+                    f'Loss-weight schedule pattern {pattern!r} '
+                    '(LossWeightScheduleHook.schedules) matches no loss key; '
+                    'the loss keys of this model are '
+                    f"{sorted(k for k in losses if 'loss' in k)}. Fix the "
+                    "pattern (fnmatch syntax, e.g. 'cdga.*'), or set "
+                    'strict=False in the hook if a method adds that loss '
+                    'only from a later iteration.')
+            checked.add(pattern)
+            for key in keys:
+                value = losses[key]
+                losses[key] = [v * factor for v in value] \
+                    if is_list_of(value, Tensor) else value * factor
 
     def _collect_debug_maps(self, ctx: UDAContext) -> None:
         maps = {}
@@ -395,7 +513,43 @@ class UDASegmentor(BaseSegmentor):
                 'segmentor=dict(...), discriminator=dict(...)).')
         return optim_wrapper, None
 
-    def _check_finite(self, log_vars: dict) -> None:
+    def _forward_state(self) -> dict:
+        """Copies of what this iteration's forward may change in place, so
+        a non-finite loss can undo it: every buffer (BN statistics, the
+        teacher's too, method queues and estimates) and the frozen
+        parameters the previous forward changed (all of them at the first
+        step of a process). That covers T2S's EMA projection head (changed
+        every step) without copying, every step, SelfTraining's frozen
+        ImageNet encoder (filled once, at the first step); the teacher's
+        parameters only change in ``EMATeacherHook``, after the step. The
+        version counters of the other frozen parameters detect an in-place
+        change that was not copied (reported, see :meth:`_check_finite`)."""
+        teacher = set() if self.teacher is None else {
+            id(p) for p in self.teacher.parameters()}
+        frozen = {name: p for name, p in self.named_parameters()
+                  if not p.requires_grad and id(p) not in teacher}
+        last = getattr(self, '_frozen_changed_last_step', None)
+        copied = {name for name in frozen if last is None or name in last}
+        tensors = list(self.buffers()) + [frozen[n] for n in copied]
+        return dict(
+            copies=[(t, t.detach().clone()) for t in tensors],
+            frozen=frozen, copied=copied,
+            versions={name: p._version for name, p in frozen.items()})
+
+    def _note_frozen_changes(self, forward_state: Optional[dict]) -> None:
+        """Remember which frozen parameters the forward changed in place."""
+        if forward_state is not None:
+            versions = forward_state['versions']
+            self._frozen_changed_last_step = {
+                name for name, p in forward_state['frozen'].items()
+                if p._version != versions[name]}
+
+    def _check_finite(self, log_vars: dict,
+                      forward_state: Optional[dict] = None) -> None:
+        """Stop training if a loss is NaN/inf on any process, before any
+        backward or optimizer step; ``forward_state``
+        (:meth:`_forward_state` before the forward) is then restored, so
+        the model is exactly as the previous iteration left it."""
         if not self.train_cfg.get('check_finite', True):
             return
         bad = [k for k, v in log_vars.items()
@@ -408,20 +562,39 @@ class UDASegmentor(BaseSegmentor):
             flag = flag.to(device)
             torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
         if flag.item() > 0:
+            lost = []
+            if forward_state is not None:
+                lost = sorted(
+                    name for name, p in forward_state['frozen'].items()
+                    if name not in forward_state['copied'] and
+                    p._version != forward_state['versions'][name])
+                with torch.no_grad():
+                    for tensor, saved in forward_state['copies']:
+                        tensor.copy_(saved)
+            it = self.current_iter
             detail = ', '.join(f'{k}={log_vars[k].item()}' for k in bad) \
                 if bad else 'on another process'
             raise FloatingPointError(
-                f'Non-finite loss at iteration {self.current_iter}: {detail}. '
-                'Training stopped; lower the learning rate or the loss '
-                'weight, or check the inputs of that loss.')
+                f'Non-finite loss at iteration {it}: {detail} (runner.iter '
+                f'{it}, logged as Iter(train) [{it + 1}/...]). Training '
+                'stopped before any update: weights, buffers and optimizer '
+                'states are those after the previous iteration' +
+                (f' (except {lost}: frozen parameters this iteration changed '
+                 'in place for the first time)' if lost else '') +
+                '. Lower the learning rate or the loss weight, or check the '
+                'inputs of that loss.')
 
     def _reseed(self, iteration: int) -> None:
+        """Seed the global RNGs (dropout, DropPath, anything a method draws
+        from them) from (``rng_base_seed``, iteration, rank): mmengine does
+        not checkpoint RNG states, so this is what lets a resumed run draw
+        what the uninterrupted run drew (see :func:`iteration_seed`)."""
         rank = torch_dist.get_rank() if is_distributed() else 0
-        seed = (int(self.rng_base_seed) * 1000003 + iteration * 7919 +
-                rank * 104729) % (2**31)
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(seed)
+        seed_global_rngs(
+            iteration_seed(int(self.rng_base_seed), iteration, rank))
+        if hasattr(self.student, 'crop_rng'):  # HRDAEncoderDecoder
+            self.student.crop_rng = np.random.RandomState(
+                shared_iteration_seed(int(self.rng_base_seed), iteration))
 
     def train_step(self, data, optim_wrapper) -> Dict[str, Tensor]:
         return self.uda_train_step(data, optim_wrapper, self)
@@ -434,25 +607,29 @@ class UDASegmentor(BaseSegmentor):
         then both optimizer steps (after both backwards, so DDP has reduced
         every gradient before any parameter changes)."""
         seg_wrapper, disc_wrapper = self._split_optim_wrappers(optim_wrapper)
+        self._settle_loaded_seeds()
         if self.train_cfg.get('reseed_per_iter', True):
             self._reseed(self.current_iter)
+        forward_state = self._forward_state() \
+            if self.train_cfg.get('check_finite', True) else None
         wrappers = [w for w in (seg_wrapper, disc_wrapper) if w is not None]
         with ExitStack() as stack:
             for wrapper in wrappers:
                 stack.enter_context(wrapper.optim_context(forward_module))
             data = self.data_preprocessor(data, True)
             losses = forward_module._run_forward(data, mode='loss')
+        self._note_frozen_changes(forward_state)
         disc_losses = {k: losses.pop(k) for k in list(losses)
                        if k in self._discriminator_loss_keys}
         seg_loss, log_vars = self.parse_losses(losses)
         if disc_wrapper is None:
-            self._check_finite(log_vars)
+            self._check_finite(log_vars, forward_state)
             seg_wrapper.update_params(seg_loss)
             return log_vars
         disc_loss, disc_vars = self.parse_losses(disc_losses)
         disc_vars.pop('loss')
         log_vars.update(disc_vars)
-        self._check_finite(log_vars)
+        self._check_finite(log_vars, forward_state)
         seg_wrapper.backward(seg_wrapper.scale_loss(seg_loss))
         disc_wrapper.backward(disc_wrapper.scale_loss(disc_loss))
         for wrapper in wrappers:

@@ -1,5 +1,6 @@
 """ClassMix, strong augmentation and label helpers of DACS/DAFormer
-self-training (methods.md §4.2), written against mmseg 1.x tensors.
+self-training (Tranheden et al., WACV 2021; Hoyer et al., CVPR 2022),
+written against mmseg 1.x tensors.
 
 Reference behaviour (read, not copied): ``lhoyer/DAFormer``
 ``mmseg/models/utils/dacs_transforms.py`` (``get_class_masks``,
@@ -44,7 +45,8 @@ def sample_rng(seed: int, iteration: int,
     jitter parameters, blur sigma). ``global_index`` is the sample's position
     in the global batch of this iteration (``i * world_size + rank`` for the
     i-th local sample: mmengine's samplers and ``UDAPairSampler`` give rank r
-    the elements r, r + world_size, ...)."""
+    the elements r, r + world_size, ...; computed by
+    :func:`mmseg_uda.models.utils.global_batch.global_indices`)."""
     return np.random.RandomState(
         [seed % _SEED_MOD, iteration % _SEED_MOD, global_index % _SEED_MOD,
          1])
@@ -129,8 +131,8 @@ def color_jiggle(img01: Tensor, strength: float,
 
     ``kornia.augmentation.ColorJiggle(brightness=s, contrast=s,
     saturation=s, hue=s)`` is kornia-0.5.8's ``ColorJitter`` that DAFormer
-    used (additive brightness, random order of the four ops; field.md
-    §E.1). DAFormer applies it to one image at a time, so each image gets its
+    used (additive brightness, random order of the four ops). DAFormer
+    applies it to one image at a time, so each image gets its
     own factors and order; those are drawn under ``torch.manual_seed(seed)``
     in a forked CPU RNG (kornia samples on the CPU), leaving the global RNG
     untouched.

@@ -1,8 +1,8 @@
 """T2S-DA: pulling target to source (Wang et al., arXiv 2305.13752 / IJCV).
 
 No official code exists and only the abstract could be read; everything
-below is the reconstruction of ``shared/docs/methods.md`` §4.3, each
-[RECON] choice behind a constructor argument (see ``docs/t2s.md``).
+below is reconstructed, each [RECON] choice behind a constructor argument;
+``docs/t2s.md`` gives each choice, its alternatives and the reason.
 
 Per iteration (default ``direction='t2s'``):
 
@@ -25,20 +25,23 @@ Distributed training: the per-class key sums, the keys to enqueue and the
 r_c statistics are reduced over processes, so prototypes, queues and r_c
 are identical on every process. All random draws (target pairing, random
 style, enqueued keys, queries, negatives) come from a CPU generator seeded
-with ``seed`` and the iteration, and index the *global* batch (processes in
-rank order, each process's images in batch order): every process draws the
-same numbers, evaluates the queries that live on it, and the per-process
-losses sum to the loss of one process holding the whole batch (returned
-with a gradient factor of world_size, as DDP averages gradients). A
-2-process run therefore equals a 1-process run over the concatenation of
-the per-rank batches (``tests/test_t2s.py``).
+with ``seed`` and the iteration, and index the *global* batch in the
+sampler's numbering (image g = i·world_size + rank, see
+:mod:`mmseg_uda.models.utils.global_batch`; pixels in (image, row, column)
+order): every process draws the same numbers, evaluates the queries that
+live on it, and the per-process losses sum to the loss of one process
+holding the whole batch (returned with a gradient factor of world_size, as
+DDP averages gradients). A W-process run therefore equals a 1-process run
+on the global batch the sampler hands out with world_size 1
+(``tests/test_t2s_distributed.py``). Every process must hold the same number
+of images (what a fixed ``batch_size`` gives); otherwise T2S raises.
 """
 import copy
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmengine.dist import all_gather, all_reduce, get_rank, get_world_size
+from mmengine.dist import all_reduce, get_rank, get_world_size
 from mmseg.models.utils import resize
 from torch import Tensor
 
@@ -46,6 +49,8 @@ from mmseg_uda.engine.hooks.ema_teacher_hook import ema_momentum
 from mmseg_uda.registry import MODELS
 from ..losses.t2s_contrastive_loss import T2SContrastiveLoss  # noqa: F401
 from ..modules.projection_head import ProjectionHead  # noqa: F401
+from ..utils.global_batch import (gather_global, global_indices,
+                                  rank_and_local_index)
 from ..utils.style_transfer import BaseStyleTransfer
 from .base import BaseUDAMethod
 from .context import UDAContext
@@ -60,10 +65,24 @@ KEY_SIDE = {'t2s': 'source', 's2t': 'target'}
 
 
 class Samples(NamedTuple):
-    """Flattened valid pixels of one feature map: (n, D) embeddings and
-    (n,) labels, in (image, row, column) order."""
+    """Flattened valid pixels of one feature map: (n, D) embeddings, (n,)
+    labels and (n,) local image indices, in (image, row, column) order, of
+    a local batch of ``num_images`` images. ``image=None``: all rows come
+    from one image."""
     rows: Tensor
     labels: Tensor
+    image: Optional[Tensor] = None
+    num_images: int = 1
+
+    def image_class_counts(self, num_classes: int) -> Tensor:
+        """(num_images, num_classes) pixel counts, on the CPU."""
+        labels = self.labels.cpu()
+        image = torch.zeros_like(labels) if self.image is None \
+            else self.image.cpu()
+        return torch.bincount(
+            image * num_classes + labels,
+            minlength=self.num_images * num_classes).view(
+                self.num_images, num_classes)
 
 
 def downsample_labels(labels: Tensor,
@@ -78,7 +97,8 @@ def downsample_labels(labels: Tensor,
     each H/h × W/w block, kept only if it covers at least ``min_ratio`` of
     the block, else ``ignore_index`` (ignored pixels count as a class of
     their own); the scheme of DAFormer's ``downscale_label_ratio``
-    (field.md §D.2 item 1). Needs integer strides.
+    (lhoyer/DAFormer ``mmseg/models/utils/dacs_transforms.py``; also used
+    by SePiCo). Needs integer strides.
     """
     h, w = int(size[0]), int(size[1])
     if labels.shape[-2:] == (h, w):
@@ -113,7 +133,7 @@ def class_weights_from_performance(performance: Tensor,
                                    present: Tensor,
                                    gamma: float = 1.0,
                                    eps: float = 1e-6) -> Tensor:
-    """Dynamic re-weighting (methods.md §4.3 item 5 [RECON]):
+    """Dynamic re-weighting (reconstructed, see docs/t2s.md):
     w_c = (1 − r_c)^γ / mean_{c'∈present} (1 − r_c')^γ, so the present
     classes' weights average to 1 and underperforming classes (small r_c)
     weigh more. All ones when no class is present or every present class
@@ -127,27 +147,15 @@ def class_weights_from_performance(performance: Tensor,
     return raw / denom
 
 
-def _gather_rows(x: Tensor) -> Tensor:
-    """Concatenate ``x`` (n_r, ...) of every process in rank order (n_r
-    may differ between processes)."""
-    if get_world_size() == 1:
-        return x
-    sizes = torch.cat(all_gather(torch.tensor([x.shape[0]], device=x.device)))
-    longest = int(sizes.max())
-    padded = x.new_zeros((longest, ) + tuple(x.shape[1:]))
-    padded[:x.shape[0]] = x
-    parts = all_gather(padded)
-    return torch.cat([p[:int(n)] for p, n in zip(parts, sizes)])
-
-
 class _GlobalIndex:
     """Maps indices of the global candidate list of one class to the rows
     held by this process.
 
     The global list of a class is: segment by segment (e.g. stylised
-    source pixels, then confident target pixels), inside a segment process
-    by process in rank order, and each process's rows in (image, row,
-    column) order.
+    source pixels, then confident target pixels), inside a segment image by
+    image in global batch order (g = i·world_size + rank,
+    :mod:`~mmseg_uda.models.utils.global_batch`), and each image's rows in
+    (row, column) order. With one process this is the order of the rows.
     """
 
     def __init__(self, segments: Sequence[Samples], num_classes: int):
@@ -155,42 +163,54 @@ class _GlobalIndex:
             raise ValueError('T2S: no query/key samples were built.')
         self.world, self.rank = get_world_size(), get_rank()
         self.segments = segments
-        local = torch.stack([
-            torch.bincount(s.labels, minlength=num_classes)
-            for s in segments
-        ])
-        # (world, segments, classes), identical on every process
-        self.counts = torch.stack(all_gather(local)).cpu()
-        self.total = self.counts.sum((0, 1))
-        # rows of class c in segment s: order[s][start[s][c]:...]
+        # per segment: class counts per local image (B, C) and per global
+        # image (B·W, C) (identical on every process)
+        self.local_counts, self.global_counts = [], []
+        # rows of class c of local image i in segment s:
+        # order[s][start[s][i, c]:...]
         self.order, self.start = [], []
         for s in segments:
+            counts = s.image_class_counts(num_classes)
+            self.local_counts.append(counts)
+            self.global_counts.append(gather_global(counts).cpu())
             self.order.append(torch.argsort(s.labels, stable=True))
-            counts = torch.bincount(s.labels, minlength=num_classes).cpu()
-            self.start.append(torch.cumsum(counts, 0) - counts)
+            class_start = torch.cumsum(counts.sum(0), 0) - counts.sum(0)
+            image_start = torch.cumsum(counts, 0) - counts
+            self.start.append(class_start[None] + image_start)
+        self.total = sum(g.sum(0) for g in self.global_counts)
 
     def select(self, cls: int, index: Tensor) -> Tuple[Tensor, Tensor]:
         """The rows selected by global indices ``index`` (K,) of class
         ``cls`` that this process holds, and their positions in
         ``index``."""
-        blocks = self.counts[:, :, cls].t().reshape(-1)  # segment-major
+        blocks = torch.cat([g[:, cls] for g in self.global_counts])
+        segment_of = torch.cat([
+            torch.full((g.shape[0], ), s, dtype=torch.long)
+            for s, g in enumerate(self.global_counts)
+        ])
+        image_of = torch.cat(
+            [torch.arange(g.shape[0]) for g in self.global_counts])
         ends = torch.cumsum(blocks, 0)
         block = torch.searchsorted(ends, index, right=True)
         within = index - (ends - blocks)[block]
-        seg, rank = block // self.world, block % self.world
         rows, positions = [], []
         for s, samples in enumerate(self.segments):
-            sel = (rank == self.rank) & (seg == s)
-            local = self.order[s][(self.start[s][cls] + within[sel]).to(
-                self.order[s].device)]
+            in_segment = torch.nonzero(segment_of[block] == s).flatten()
+            rank, image = rank_and_local_index(
+                image_of[block[in_segment]], self.local_counts[s].shape[0])
+            mine = rank == self.rank
+            local = self.order[s][(self.start[s][image[mine], cls] +
+                                   within[in_segment[mine]]).to(
+                                       self.order[s].device)]
             rows.append(samples.rows[local])
-            positions.append(torch.nonzero(sel).flatten())
+            positions.append(in_segment[mine])
         return torch.cat(rows), torch.cat(positions)
 
 
 @MODELS.register_module()
 class T2S(BaseUDAMethod):
-    """T2S-DA, pulling target to source (methods.md §4.3, reconstructed).
+    """T2S-DA, pulling target to source (Wang et al., arXiv 2305.13752;
+    reconstructed, no official code is public; see docs/t2s.md).
 
     Composed with the DAFormer self-training base:
     ``methods=[dict(type='SelfTraining', ...), dict(type='T2S', ...)]``.
@@ -474,7 +494,9 @@ class T2S(BaseUDAMethod):
         lab = labels.reshape(-1)
         valid = (lab != ignore_index) & (lab >= 0) & (lab < self.num_classes)
         idx = torch.nonzero(valid).flatten()
-        return Samples(rows[idx], lab[idx])
+        image = torch.div(idx, lab.numel() // labels.shape[0],
+                          rounding_mode='floor')
+        return Samples(rows[idx], lab[idx], image, int(labels.shape[0]))
 
     def _key_embedding(self, feat: Tensor) -> Tensor:
         with torch.no_grad():
@@ -488,15 +510,13 @@ class T2S(BaseUDAMethod):
                        generator: torch.Generator) -> Tensor:
         """x̃_s for the local source crops (normalised network input).
 
-        Target statistics are all-gathered and each source image of the
-        global batch is paired with a uniformly drawn target image of the
-        global batch, so the pairing is the same on every process."""
+        Target statistics are gathered in global batch order and each
+        source image of the global batch is paired with a uniformly drawn
+        target image of the global batch, so the pairing is the same on
+        every process (and the same as with one process)."""
         src = ctx.img('source')
-        sizes = torch.cat(
-            all_gather(torch.tensor([src.shape[0]], device=src.device)))
-        offset = int(sizes[:get_rank()].sum())
-        total = int(sizes.sum())
-        local = slice(offset, offset + src.shape[0])
+        local = global_indices(src.shape[0])  # checks equal local sizes
+        total = src.shape[0] * get_world_size()
         rgb = bool(getattr(ctx.preprocessor, 'channel_conversion', False))
         pixels = ctx.denormalize(src.float())
         stats = params = None
@@ -508,7 +528,7 @@ class T2S(BaseUDAMethod):
                     "generalisation set dg_mode=True and style=dict(type="
                     "'RandomStyleTransfer').")
             tgt = ctx.denormalize(ctx.img('target').float())
-            all_stats = _gather_rows(
+            all_stats = gather_global(
                 self.style.target_statistics(tgt, src.shape[-2:], rgb))
             pairing = torch.randint(
                 all_stats.shape[0], (total, ), generator=generator)
@@ -761,7 +781,7 @@ class T2S(BaseUDAMethod):
         return self._samples(emb, label, ctx.ignore_index)
 
     def loss(self, ctx: UDAContext) -> Dict[str, Tensor]:
-        """L_T2S of one iteration (methods.md §4.3 items 1–7) and its
+        """L_T2S of one iteration (see docs/t2s.md) and its
         logged statistics; updates the EMA head, r_c, the prototypes and
         the queues."""
         self._check_context(ctx)
