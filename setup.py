@@ -1,6 +1,8 @@
-"""Install mmseg-uda. torch and mmcv are not installed by this file: install
-torch first (CPU: `pip install torch==2.13.0`), then either mmcv-lite (CPU) or
-full mmcv (GPU cluster); see requirements/ and the README."""
+"""Install mmseg-uda. Neither torch nor mmcv is installed or replaced by this
+file: install torch first (CPU: `pip install torch==2.13.0`; GPU: keep your
+CUDA build, torch>=2.5.1), then `pip install -r requirements.txt` (mmcv-lite,
+for CPU and GPU alike) or requirements/cluster.txt (full mmcv, optional), then
+`pip install --no-build-isolation --no-deps -e .`; see the README."""
 import os.path as osp
 
 from setuptools import find_packages, setup
@@ -21,6 +23,8 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmseg_uda', 'mmseg_uda.*']),
+    # StyleAugmentor's embedding statistics (upstream file, MIT)
+    package_data={'mmseg_uda': ['models/utils/style_augmentor_data/*']},
     python_requires='>=3.9',
     install_requires=[
         'mmengine>=0.10.0,<0.11',

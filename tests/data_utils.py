@@ -8,13 +8,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
-# Cityscapes labelId -> trainId (methods.md §1.2), written out by hand so
+# Cityscapes labelId -> trainId (mcordts/cityscapesScripts helpers/labels.py),
+# written out by hand so
 # the tests do not reuse the code under test.
 LABEL_ID_TO_TRAIN_ID = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
     23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18
 }
-# SYNTHIA id -> trainId (methods.md §1.2).
+# SYNTHIA id -> trainId (lhoyer/DAFormer tools/convert_datasets/synthia.py,
+# from SYNTHIA_RAND_CITYSCAPES README.txt).
 SYNTHIA_ID_TO_TRAIN_ID = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9, 1: 10,
     10: 11, 17: 12, 8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18

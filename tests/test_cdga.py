@@ -320,6 +320,9 @@ def test_bad_configs_are_reported():
         CDGA(num_classes=4, num_groups=0)
     with pytest.raises(ValueError, match='source_stats'):
         CDGA(num_classes=4, source_stats='labels')
+    with pytest.raises(ValueError, match='grouped_discriminators'):
+        CDGA(num_classes=4, shared_discriminator=True,
+             grouped_discriminators=True)
     model = build([cdga_cfg(grouping_input='feature', feature_channels=5)])
     with pytest.raises(ValueError, match='feature_channels=5'):
         losses_of(model, batch(size=32))
@@ -348,3 +351,177 @@ def test_config_builds_through_the_registry(name):
     hooks = {h['type']: h for h in cfg.custom_hooks}
     assert hooks['LossWeightScheduleHook']['schedules']['cdga.*'][
         'type'] == 'step'
+
+
+# ------------------------------------------- one target forward for G and D
+def step_gradients(model, data):
+    """Losses and gradients as UDASegmentor.uda_train_step produces them:
+    the segmentor objective back-propagated (graph freed), then loss_D."""
+    losses = losses_of(model, data)
+    seg = sum(v for k, v in losses.items()
+              if 'loss' in k and k != 'cdga.loss_D')
+    params = dict(model.named_parameters())
+    model.zero_grad(set_to_none=True)
+    seg.backward()
+    g_seg = {k: p.grad.clone() for k, p in params.items()
+             if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    losses['cdga.loss_D'].backward()
+    g_disc = {k: p.grad.clone() for k, p in params.items()
+              if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return {k: v.detach() for k, v in losses.items()}, g_seg, g_disc
+
+
+def assert_same_step(ref, new, rtol):
+    for part_ref, part_new in zip(ref, new):
+        assert part_ref.keys() == part_new.keys()
+        for key in part_ref:
+            a, b = part_ref[key], part_new[key]
+            scale = a.abs().max().clamp_min(1e-30)
+            assert (a - b).abs().max() <= rtol * scale, key
+
+
+def count_discriminator_calls(model):
+    calls = []
+    discs = model.methods[0].discriminator
+    for d in (discs if isinstance(discs, torch.nn.ModuleList) else [discs]):
+        d.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize('variant', [
+    dict(),
+    dict(shared_discriminator=True),
+    dict(class_balance='loss'),
+])
+def test_dual_target_pass_equals_two_autograd_passes(variant):
+    """Losses and both objectives' gradients (every parameter) equal the
+    previous computation, where the target went through D twice."""
+    data = batch(size=64)
+    ref_model = build([cdga_cfg(reuse_target_forward=False, **variant)])
+    new_model = build([cdga_cfg(reuse_target_forward=True, **variant)])
+    ref_calls = count_discriminator_calls(ref_model)
+    new_calls = count_discriminator_calls(new_model)
+    ref = step_gradients(ref_model, data)
+    new = step_gradients(new_model, data)
+    assert_same_step(ref, new, rtol=1e-6)
+    # the generator step's D gets no gradient, loss_D reaches D only
+    assert not any(k.startswith('methods.0.discriminator') for k in new[1])
+    assert all(k.startswith('methods.0.discriminator') for k in new[2])
+    # not vacuous: 3 D calls per D before, 1 (source only) now
+    n_d = 1 if variant.get('shared_discriminator') else 3
+    assert len(ref_calls) == 3 * n_d and len(new_calls) == n_d
+
+
+def test_grouped_discriminators_match_the_per_group_loop():
+    """One grouped convolution per layer for the K discriminators: same
+    losses and gradients up to summation order (oneDNN's grouped kernels
+    add the pixels in another order: ≈3e-5 relative on the first layer's
+    weight gradient at 64x64), same parameters and state_dict keys."""
+    data = batch(size=64)
+    ref_model = build([cdga_cfg(reuse_target_forward=False)])
+    for reuse in (False, True):
+        model = build([cdga_cfg(grouped_discriminators=True,
+                                reuse_target_forward=reuse)])
+        assert model.state_dict().keys() == ref_model.state_dict().keys()
+        model.load_state_dict(ref_model.state_dict())
+        assert_same_step(step_gradients(ref_model, data),
+                         step_gradients(model, data), rtol=1e-4)
+
+
+def test_autocast_keeps_the_two_passes():
+    model = build([cdga_cfg()])
+    method = model.methods[0]
+    x = torch.rand(1, NUM_CLASSES, 32, 32)
+    assert method._reuses_target_forward(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not method._reuses_target_forward(x)
+
+
+# ------------------------------------------------- class-balance variants
+def test_class_balance_switch_selects_the_variant():
+    data = batch(size=64)
+    losses = {}
+    for mode in ('reweight', 'loss', None):
+        model = build([cdga_cfg(class_balance=mode)])
+        method = model.methods[0]
+        assert (method.class_balance_loss is not None) == (mode == 'reweight')
+        assert (method.class_equivalence_loss is not None) == (mode == 'loss')
+        losses[mode] = losses_of(model, data)
+    assert 'cdga.loss_class_equiv' in losses['loss']
+    assert 'cdga.loss_class_equiv' not in losses['reweight']
+    assert 'cdga.loss_class_equiv' not in losses[None]
+    # 'loss' adds a term and leaves the adversarial BCE plain ...
+    for key in ('cdga.loss_adv', 'cdga.loss_D'):
+        assert torch.equal(losses['loss'][key], losses[None][key])
+        # ... 'reweight' changes it
+        assert not torch.allclose(losses['reweight'][key], losses[None][key])
+    # booleans of the earlier configs
+    assert CDGA(num_classes=4, class_balance=True).class_balance == \
+        'reweight'
+    assert CDGA(num_classes=4, class_balance=False).class_balance is None
+    with pytest.raises(ValueError, match="'reweight'"):
+        CDGA(num_classes=4, class_balance='balanced')
+
+
+def test_class_equivalence_term_value_and_routing():
+    """loss_class_equiv equals GroupClassEquivalenceLoss on the group maps
+    recomputed outside CDGA, and trains C and the segmentor."""
+    model = build([cdga_cfg(class_balance='loss')])
+    method = model.methods[0]
+    data = model.data_preprocessor(copy.deepcopy(batch(size=64)), True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    label = torch.stack([s.gt_sem_seg.data[0]
+                         for s in data['data_samples']['source']]).long()
+
+    def maps(domain):
+        img = data['inputs'][domain]
+        logits = model.student.decode_head(model.student.extract_feat(img))
+        up = F.interpolate(logits, img.shape[-2:], mode='bilinear',
+                           align_corners=False)
+        group = F.interpolate(method.grouping(logits.softmax(1)),
+                              img.shape[-2:], mode='bilinear',
+                              align_corners=False)
+        return up.softmax(1), group.softmax(1)
+
+    _, a_s = maps('source')
+    p_t, a_t = maps('target')
+    onehot, valid = one_hot_labels(label, NUM_CLASSES, 255)
+    expected = method.class_equivalence_loss(a_s, onehot, a_t, p_t, valid)
+    assert method.class_equivalence_loss.loss_weight == 0.1
+    value = losses['cdga.loss_class_equiv']
+    assert value > 0 and torch.allclose(value, expected, atol=1e-6)
+    student = list(model.student.parameters())
+    grouping = list(method.grouping.parameters())
+    grad = torch.autograd.grad(value, student + grouping)
+    assert sum(g.abs().sum() for g in grad[:len(student)]) > 0
+    assert all(g.abs().sum() > 0 for g in grad[len(student):])
+
+
+# ------------------------- shared discriminator + class_balance='loss': resume
+def test_variant_trains_and_resumes_exactly(tmp_path):
+    """Both new variants in one Runner run (4 iterations, or 2 + resume 2):
+    weights, the shared D, and both optimizers' states equal."""
+    variant = dict(shared_discriminator=True, class_balance='loss')
+    from e2e_utils import (assert_resume_exact, make_tiny_uda_data,
+                           tiny_runner_cfg)
+    make_tiny_uda_data(str(tmp_path / 'data'))
+    method = dict(type='CDGA', num_classes=19, num_groups=2,
+                  discriminator=dict(type='FCDiscriminator', ndf=8),
+                  grouping=dict(type='CrossDomainGroupingNetwork',
+                                channels=8), **variant)
+    optim = dict(
+        constructor='UDAOptimWrapperConstructor',
+        segmentor=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        discriminator=dict(optimizer=dict(type='Adam', lr=1e-4,
+                                          betas=(0.9, 0.99))))
+    cfg = tiny_runner_cfg(str(tmp_path / 'data'), str(tmp_path / 'work'),
+                          max_iters=4, methods=[method], optim=optim)
+    state = assert_resume_exact(cfg, 4, tmp_path / 'work')
+    prefix = 'model.methods.0.discriminator.'
+    disc_keys = [k for k in state if k.startswith(prefix)]
+    # one D: no per-group index in its keys, L + K input channels
+    assert f'{prefix}features.0.weight' in disc_keys
+    assert state[f'{prefix}features.0.weight'].shape[1] == 19 + 2
+    assert any(k.startswith('optim.discriminator.state') for k in state)

@@ -8,6 +8,8 @@ import torch
 from mmseg_uda.models.losses.class_balance_loss import ClassBalanceLoss
 from mmseg_uda.models.losses.cluster_orthogonality_loss import \
     ClusterOrthogonalityLoss
+from mmseg_uda.models.losses.group_class_equivalence_loss import \
+    GroupClassEquivalenceLoss
 from mmseg_uda.models.losses.group_statistics import (
     group_class_distributions, one_hot_labels)
 from mmseg_uda.models.losses.semantic_consistency_loss import \
@@ -334,3 +336,125 @@ def test_losses_are_registered():
     built = MODELS.build(dict(type='ClassBalanceLoss', num_classes=3))
     assert isinstance(built, ClassBalanceLoss)
     assert math.isclose(built.loss_weight, 1.0)
+
+
+# ------------------------------------------------- group class equivalence
+def ref_class_equivalence(a_s, y_s, valid, a_t, p_t):
+    """L_ce one pixel at a time: r^d_c(k) = Σ_p A_k Y_c / (Σ_p Y_c + ε),
+    mean over the classes present in both domains of ‖r^s_c − r^t_c‖₁."""
+    b_n, k_n, h_n, w_n = a_s.shape
+    l_n = y_s.shape[1]
+
+    def column(assign, cls, c, mask):
+        mass = assign.new_zeros(())
+        joint = [assign.new_zeros(()) for _ in range(k_n)]
+        for b in range(b_n):
+            for i in range(h_n):
+                for j in range(w_n):
+                    if mask is not None and not mask[b, i, j]:
+                        continue
+                    y = cls[b, c, i, j]
+                    mass = mass + y
+                    for k in range(k_n):
+                        joint[k] = joint[k] + assign[b, k, i, j] * y
+        return [x / (mass + EPS) for x in joint], mass
+
+    total, present = 0., 0
+    argmax_t = p_t.argmax(1)
+    for c in range(l_n):
+        r_s, mass_s = column(a_s, y_s, c, valid)
+        r_t, _ = column(a_t, p_t, c, None)
+        if mass_s > 0 and bool((argmax_t == c).any()):
+            total = total + sum((x - y).abs() for x, y in zip(r_s, r_t))
+            present += 1
+    return total / max(present, 1)
+
+
+def class_equivalence_inputs(seed, l_n=5):
+    group_s, class_s, label = random_inputs(seed, l_n=l_n)
+    group_t, class_t, _ = random_inputs(seed + 100, l_n=l_n)
+    label[label == 1] = 255  # class 1 absent from the source labels
+    onehot, valid = one_hot_labels(label, l_n, 255)
+    return group_s, group_t, class_t, onehot, valid
+
+
+def test_class_equivalence_matches_loops():
+    group_s, group_t, class_t, onehot, valid = class_equivalence_inputs(11)
+    a_s, a_t = group_s.softmax(1), group_t.softmax(1)
+    p_t = class_t.softmax(1)
+    loss = GroupClassEquivalenceLoss(loss_weight=0.3)
+    value = loss(a_s, onehot, a_t, p_t, valid_source=valid)
+    ref = 0.3 * ref_class_equivalence(a_s, onehot, valid, a_t, p_t)
+    assert torch.allclose(value, ref, atol=1e-6)
+    inputs = [group_s, group_t, class_t]
+    assert_close_all(grads(value, inputs), grads(ref, inputs))
+    # gradients reach both assignments and the target prediction
+    assert all(g.abs().sum() > 0 for g in grads(value, inputs))
+    assert loss.loss_name == 'loss_class_equiv'
+
+
+def test_class_equivalence_presence_rule():
+    """Classes absent from the source labels (class 1) or never the target
+    argmax are left out: changing their target columns changes nothing."""
+    group_s, group_t, class_t, onehot, valid = class_equivalence_inputs(12)
+    a_s, a_t = group_s.softmax(1), group_t.softmax(1)
+    p_t = class_t.softmax(1)
+    loss = GroupClassEquivalenceLoss()
+    r_s, mass_s = loss.class_group_distributions(a_s, onehot, valid)
+    assert mass_s[1] == 0 and torch.allclose(r_s.sum(1)[mass_s > 0],
+                                             torch.ones(4), atol=1e-5)
+    r_t, _ = loss.class_group_distributions(a_t, p_t)
+    per_class = (r_s - r_t).abs().sum(1)
+    value = loss(a_s, onehot, a_t, p_t, valid_source=valid)
+    hit = torch.bincount(p_t.argmax(1).flatten(), minlength=5) > 0
+    keep = (mass_s > 0) & hit
+    assert not keep[1] and keep.sum() >= 2
+    assert torch.allclose(value, per_class[keep].mean())
+    # negative control: averaging over every class gives another value
+    assert not torch.allclose(value, per_class.mean())
+    # identical domains: zero
+    zero = loss(a_s, onehot, a_s, onehot + 0.0, valid_source=valid)
+    assert zero.abs() < 1e-6
+
+
+def test_class_equivalence_weighs_every_class_alike():
+    """Negative control for the class imbalance: a frequent class (15 of 16
+    pixels) and a rare one (1 of 16) grouped differently across domains
+    contribute alike per class (the rare one's whole column moves), while
+    the per-group histogram term weighs the rare pixel less."""
+    h = w = 4
+    label = torch.zeros(1, h, w, dtype=torch.long)
+    label[0, 3, 3] = 1  # rare class
+    onehot, valid = one_hot_labels(label, 2, 255)
+    a_s = torch.zeros(1, 2, h, w)
+    a_s[:, 0] = 1.0  # source: everything in group 0
+
+    def target_assign(flip_rare):
+        a = a_s.clone()
+        if flip_rare:  # rare-class pixel goes to group 1 in the target
+            a[0, :, 3, 3] = torch.tensor([0.0, 1.0])
+        else:  # one frequent-class pixel goes to group 1
+            a[0, :, 0, 0] = torch.tensor([0.0, 1.0])
+        return a
+
+    loss = GroupClassEquivalenceLoss()
+    rare = loss(a_s, onehot, target_assign(True), onehot, valid)
+    frequent = loss(a_s, onehot, target_assign(False), onehot, valid)
+    # the rare class's whole column moves (|r_s − r_t|₁ = 2) -> 2 / 2 = 1;
+    # one of 15 frequent pixels moves -> (2/15) / 2
+    assert torch.allclose(rare, torch.tensor(1.0), atol=1e-5)
+    assert torch.allclose(frequent, torch.tensor(1 / 15), atol=1e-5)
+    q_s, _ = group_class_distributions(a_s, onehot, valid)
+    q_rare, _ = group_class_distributions(target_assign(True), onehot, valid)
+    assert SemanticConsistencyLoss()(q_s, q_rare) < rare
+
+
+def test_class_equivalence_bad_inputs_and_registry():
+    loss = MODELS.build(dict(type='GroupClassEquivalenceLoss',
+                             loss_weight=0.1))
+    assert isinstance(loss, GroupClassEquivalenceLoss)
+    a, y = torch.rand(1, 3, 4, 4), torch.rand(1, 2, 4, 4)
+    with pytest.raises(ValueError, match='same batch and size'):
+        loss(a, y[..., :2], a, y)
+    with pytest.raises(ValueError, match='disagree'):
+        loss(a, y, a[:, :2], y)

@@ -26,6 +26,9 @@ def without_pretrained(node):
     if isinstance(node, dict):
         if node.get('type') == 'Pretrained':
             return None
+        if node.get('type') == 'StyleAugmentorStyleTransfer':
+            # T2S-DA's style engine: user-supplied weights -> random ones
+            return dict(node, random_weights=True)
         return {k: (None if k == 'pretrained' and isinstance(v, str) else
                     without_pretrained(v)) for k, v in node.items()}
     if isinstance(node, list):
@@ -104,4 +107,9 @@ def test_missing_pretrained_error_suggests_a_working_cfg_option():
         option = re.search(r'--cfg-options (\S+)=None', str(err.value))
         cfg.merge_from_dict({option.group(1): None})
     assert pretrained_checkpoints(cfg.model) == []
+    # the StyleAugmentor weight files are checked too
+    # (tests/test_style_augmentor.py); random weights skip that check
+    with pytest.raises(ConfigError, match='checkpoint_transformer.pth'):
+        check_pretrained(cfg.model)
+    cfg.merge_from_dict({'model.methods.1.style.random_weights': True})
     check_pretrained(cfg.model)

@@ -1,4 +1,5 @@
-"""configs/_base_/datasets/*.py: recipe values (methods.md §1.5) and that
+"""configs/_base_/datasets/*.py: recipe values (AdaptSegNet, PLCA and DAFormer
+official code) and that
 their pipelines build and run through mmseg's registry on tiny fake data
 (the evaluator is not built)."""
 import os.path as osp

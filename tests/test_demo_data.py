@@ -119,8 +119,9 @@ def test_deterministic_for_a_seed(tmp_path):
 
 
 def test_class_shares_are_balanced():
-    """Six classes, none dominant (design.md: background well under two
-    thirds), every class present in a sizeable share in both domains."""
+    """Six classes, none dominant (background well under two thirds, so a
+    small model does not collapse to "all background"), every class
+    present in a sizeable share in both domains."""
     for sample in (demo.make_source_sample, demo.make_target_sample):
         counts = np.zeros(256)
         for i in range(30):

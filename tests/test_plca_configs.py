@@ -1,5 +1,7 @@
 """The released PLCA configs: they load, carry the official recipe
-(methods.md §2.5), build through the registry (pretrained weights off,
+(kgl-prml/Pixel-Level-Cycle-Association @ e01d77a0
+experiments/config/{g2c,s2c}_train.yaml), build through the registry
+(pretrained weights off,
 SyncBN -> BN), and run PLCA on the real DeepLab-V2 network."""
 import os.path as osp
 import shutil

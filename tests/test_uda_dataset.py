@@ -1,5 +1,6 @@
 """UDADataset pairing, UDAPairSampler determinism / rank slicing, and
-rare-class sampling (DAFormer RCS, methods.md §4.2)."""
+rare-class sampling (DAFormer RCS, lhoyer/DAFormer
+``mmseg/datasets/uda_dataset.py``)."""
 import json
 import random
 

@@ -28,7 +28,8 @@ CITYSCAPES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole',
               'traffic light', 'traffic sign', 'vegetation', 'terrain', 'sky',
               'person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle',
               'bicycle')
-# Typed out from methods.md §1.3, independently of the module's constants.
+# The 19 classes minus terrain, truck and train, typed out independently of
+# the module's constants.
 SYNTHIA16 = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole',
              'traffic light', 'traffic sign', 'vegetation', 'sky', 'person',
              'rider', 'car', 'bus', 'motorcycle', 'bicycle')

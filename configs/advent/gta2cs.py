@@ -2,7 +2,7 @@
 # DeepLab-V2 R101: discriminator on the weighted self-information of the
 # target prediction (valeoai/ADVENT advent/domain_adaptation/config.py:
 # LAMBDA_ADV_MAIN=0.001, Adam 1e-4 betas (0.9, 0.99), EARLY_STOP=120k of
-# MAX_ITERS=250k). Reported: 43.8 mIoU (methods.md §1.6).
+# MAX_ITERS=250k). Reported: 43.8 mIoU (AdvEnt alone, ADVENT paper Table 1).
 _base_ = [
     '../_base_/models/deeplabv2_r101.py',
     '../_base_/datasets/gta2cs_adaptsegnet.py',

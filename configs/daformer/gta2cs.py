@@ -1,6 +1,6 @@
 # DAFormer (Hoyer et al., CVPR 2022) GTA5 -> Cityscapes: the DAFormer self-training
 # baseline alone (no T2S), configs/_base_/uda/daformer.py on GTA5.
-# Reference: 68.3 mIoU (mean of 3 seeds, DAFormer README; methods.md §1.6).
+# Reference: 68.3 mIoU (mean of 3 seeds, lhoyer/DAFormer README).
 _base_ = [
     '../_base_/uda/daformer.py',
     # GTA5 1280x720 / Cityscapes 1024x512, random 512x512 crops (source

@@ -6,7 +6,8 @@
 # sampling) and DAFormer's AdamW/poly10warm 40k schedule. Only the config
 # differs from the MiT-B5 run: SelfTraining needs no architecture change.
 # (The original DACS paper trains with SGD 2.5e-4 for 250k iterations,
-# 52.1 mIoU, methods.md §1.6; this is DAFormer's re-training of it.)
+# 52.1 mIoU (Tranheden et al., WACV 2021); this is DAFormer's re-training
+# of it.)
 _base_ = [
     # ResNetV1c-101 (open-mmlab ImageNet weights, see
     # configs/_base_/models/deeplabv2_r101.py) + DLV2Head with dilations

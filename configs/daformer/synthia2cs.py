@@ -1,8 +1,8 @@
 # DAFormer (Hoyer et al., CVPR 2022) SYNTHIA -> Cityscapes: the DAFormer self-training
 # baseline alone (no T2S), configs/_base_/uda/daformer.py on SYNTHIA (experiments.py id 7: the GTA5 recipe unchanged).
 # 19-way head, the 3 classes absent from SYNTHIA are never supervised;
-# mIoU16/mIoU13 from the per-class IoUs. Reference: 60.9 mIoU16 (DAFormer
-# README; methods.md §1.6).
+# mIoU16/mIoU13 from the per-class IoUs. Reference: 60.9 mIoU16
+# (lhoyer/DAFormer README).
 _base_ = [
     '../_base_/uda/daformer.py',
     # SYNTHIA 1280x760 / Cityscapes 1024x512, random 512x512 crops (source

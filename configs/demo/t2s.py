@@ -1,6 +1,8 @@
 # Built-in demo, T2S-DA (reconstructed, docs/t2s.md): the demo DAFormer
 # self-training (daformer.py) plus the category-wise contrastive loss that
 # pulls FDA-stylised source features to the teacher's source features.
+# The demo keeps the weight-free FDA engine (the real configs use the
+# authors' StyleAugmentor, whose weight files the demo does not have).
 # Demo-sized: projection head on the 128-ch layer4 feature of the small
 # DeepLab-V2, 64 queries/negatives and 256-key queues, EMA 0.99 like the
 # demo teacher, a 50-iteration warm-up of the loss.

@@ -1,7 +1,7 @@
 # PLCA (Kang et al., NeurIPS 2020), GTA5 -> Cityscapes, DeepLab-V2 R101
 # (Caffe, ImageNet init; weights: ../_base_/models/deeplabv2_r101_caffe.py).
-# Code-exact recipe of kgl-prml/Pixel-Level-Cycle-Association
-# (experiments/config/g2c_train.yaml, g2c_test.yaml; methods.md §2.5, §2.6);
+# Code-exact recipe of kgl-prml/Pixel-Level-Cycle-Association @ e01d77a0
+# (experiments/config/g2c_train.yaml, g2c_test.yaml, tools/test.py);
 # see docs/plca.md. Released checkpoint: 47.8 mIoU (paper 47.7).
 _base_ = [
     # UDASegmentor + PLCA + SGD, bn_mode='separate'

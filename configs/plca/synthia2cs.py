@@ -1,7 +1,7 @@
 # PLCA (Kang et al., NeurIPS 2020), SYNTHIA -> Cityscapes, DeepLab-V2 R101
 # (Caffe, ImageNet init). Code-exact recipe of
-# kgl-prml/Pixel-Level-Cycle-Association (experiments/config/s2c_train.yaml,
-# s2c_test.yaml; methods.md §2.5, §2.6); see docs/plca.md. Released
+# kgl-prml/Pixel-Level-Cycle-Association @ e01d77a0 (experiments/config/
+# s2c_train.yaml, s2c_test.yaml, tools/test.py); see docs/plca.md. Released
 # checkpoint: 46.9 mIoU16 (paper 46.8 / 54.1 mIoU13).
 #
 # 16-class head, as the official config (DATASET.NUM_CLASSES: 16): the

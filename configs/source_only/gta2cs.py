@@ -1,7 +1,9 @@
 # Source-only baseline GTA5 -> Cityscapes: DeepLab-V2 R101 trained on GTA5
-# only, the AdaptSegNet recipe (methods.md §1.5): 1280x720 source / 1024x512
+# only, the AdaptSegNet recipe (wasidennis/AdaptSegNet @ fca9ff0f,
+# train_gta2cityscapes_multi.py): 1280x720 source / 1024x512
 # whole images, batch 1, SGD 2.5e-4 poly 0.9, 150k of 250k iterations.
-# Reference: 36.6 mIoU (AdaptSegNet's source-only row, methods.md §1.6).
+# Reference: 36.6 mIoU (source-only ResNet-101 row of AdaptSegNet, Tsai et al.,
+# CVPR 2018, Table 1).
 _base_ = [
     '../_base_/models/deeplabv2_r101.py',
     '../_base_/datasets/gta2cs_adaptsegnet.py',

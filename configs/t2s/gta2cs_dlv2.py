@@ -4,8 +4,9 @@
 # module. Only the config changes from configs/t2s/gta2cs.py: the projection
 # head reads DLV2Head's pre-classifier feature, the 2048-ch layer4 map
 # (stride 8), and the EMA projection head follows the teacher's alpha 0.99.
-# All other T2S values are the reconstruction of methods.md §4.3 [RECON]
-# (docs/t2s.md); the paper's DeepLab-V2 numbers are not known here.
+# All other T2S values, the StyleAugmentor style engine included, are those
+# of configs/t2s/gta2cs.py (docs/t2s.md); the paper's DeepLab-V2 numbers are
+# not known here.
 _base_ = ['../daformer/gta2cs_dlv2.py', '../_base_/uda/t2s.py']
 t2s_dlv2 = dict(
     _base_.t2s_method,

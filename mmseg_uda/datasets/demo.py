@@ -12,8 +12,8 @@ encodings (so the real converters and datasets run on it unchanged)::
     OUT/cityscapes/gtFine/{train,val}/democity/
         democity_000000_0000NN_gtFine_labelIds.png    labelIds
 
-Both domains draw scenes from one geometric model (design.md, "The
-built-in demo data"): sky above a horizon, a road trapezoid towards a
+Both domains draw scenes from one geometric model (same shapes and
+classes, different appearance): sky above a horizon, a road trapezoid towards a
 vanishing point with grass verges, rectangular buildings with window grids
 standing on the horizon, round trees on trunks, wide cars with a cabin and
 wheels on the road, tall persons with a head and two legs. Six classes

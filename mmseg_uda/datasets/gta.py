@@ -7,7 +7,7 @@ from .converted_label_dataset import ConvertedLabelDataset
 class GTAVDataset(ConvertedLabelDataset):
     """GTA5 with labels converted to the 19 Cityscapes trainIds.
 
-    Layout (methods.md §1.1)::
+    Layout (GTA5, Richter et al., ECCV 2016: 24,966 pairs)::
 
         DATA_ROOT/images/00001.png                  RGB image
         DATA_ROOT/labels/00001.png                  original labelIds

@@ -7,7 +7,7 @@ from .converted_label_dataset import ConvertedLabelDataset
 class SynthiaDataset(ConvertedLabelDataset):
     """SYNTHIA-RAND-CITYSCAPES with labels converted to Cityscapes trainIds.
 
-    Layout (methods.md §1.1)::
+    Layout (SYNTHIA-RAND-CITYSCAPES, Ros et al., CVPR 2016: 9,400 pairs)::
 
         DATA_ROOT/RGB/0000000.png                      RGB image
         DATA_ROOT/GT/LABELS/0000000.png                16-bit, 3 channels,
@@ -17,7 +17,7 @@ class SynthiaDataset(ConvertedLabelDataset):
     Labels are converted by ``tools/dataset_converters/synthia.py``.
 
     SYNTHIA has no terrain, truck or train: the 19-class label space is
-    kept and those classes never occur (methods.md §1.3).
+    kept and those classes never occur (report mIoU16 / mIoU13).
     """
     CONVERTER = 'synthia'
     ORIGINAL_LABEL_SUFFIX = '.png'

@@ -5,7 +5,7 @@ import os
 import os.path as osp
 from typing import Iterator, List, Optional, Tuple
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.runner import find_latest_checkpoint
 
 from mmseg_uda.registry import DATASETS, MODELS
@@ -57,6 +57,31 @@ def check_pretrained(model_cfg: dict) -> None:
                 'Download and convert it as the README\'s "Pretrained '
                 f'weights" section says, or train from scratch with '
                 f'{disable}.')
+    check_style_weights(model_cfg)
+
+
+def check_style_weights(model_cfg: dict) -> None:
+    """The upstream weight files of every StyleAugmentor style engine
+    (T2S-DA's default) exist, unless it runs on random weights."""
+    from mmseg_uda.models.utils.style_augmentor import (UPSTREAM_FILES,
+                                                        UPSTREAM_URL)
+    for path, node in _walk(model_cfg, 'model'):
+        if node.get('type') != 'StyleAugmentorStyleTransfer' or \
+                node.get('random_weights'):
+            continue
+        for what in ('transformer', 'predictor', 'embeddings'):
+            ckpt = node.get(f'{what}_ckpt')
+            if ckpt is None and what == 'embeddings':
+                continue  # the copy shipped with the package
+            name = UPSTREAM_FILES[what][0]
+            if ckpt is None or not osp.isfile(osp.expanduser(ckpt)):
+                raise ConfigError(
+                    f'StyleAugmentor weight file {ckpt!r} '
+                    f'({path}.{what}_ckpt) does not exist. Get {name} from '
+                    f'{UPSTREAM_URL} (styleaug/checkpoints/) as the README\'s '
+                    '"Pretrained weights" section says, or switch to a '
+                    'weight-free style engine (docs/t2s.md, "Style '
+                    'engine").')
 
 
 def _dataset_classes(dataset_cfg: dict) -> Optional[Tuple[str, ...]]:
@@ -219,20 +244,19 @@ def resolve_resume(resume: Optional[str], work_dir: str) -> Optional[str]:
     return resume
 
 
-def set_amp(cfg: Config) -> None:
-    """``--amp``: AmpOptimWrapper for every optimizer wrapper (the
-    segmentor's and the discriminator's)."""
+def set_amp(cfg: Config, dtype: str = 'float16') -> None:
+    """``--amp`` (float16: mmengine's AmpOptimWrapper with dynamic loss
+    scaling, CUDA only) or ``--amp-dtype bfloat16`` (BF16AmpOptimWrapper,
+    no loss scaler) for every optimizer wrapper (the segmentor's and the
+    discriminator's); see ``mmseg_uda.engine.precision``."""
     import torch
-    if not torch.cuda.is_available():
-        raise ConfigError('--amp needs a CUDA GPU (mmengine\'s '
-                          'AmpOptimWrapper); this machine has none.')
-    optim = cfg.optim_wrapper
-    wrappers = [optim] if 'optimizer' in optim else [
-        v for k, v in optim.items() if isinstance(v, (dict, ConfigDict))
-    ]
-    for wrapper in wrappers:
-        kind = wrapper.get('type', 'OptimWrapper')
-        if kind not in ('OptimWrapper', 'AmpOptimWrapper'):
-            raise ConfigError(f'--amp works with OptimWrapper, got {kind}.')
-        wrapper['type'] = 'AmpOptimWrapper'
-        wrapper.setdefault('loss_scale', 'dynamic')
+
+    from .precision import set_amp_dtype
+    if dtype == 'float16' and not torch.cuda.is_available():
+        raise ConfigError('--amp needs a CUDA GPU for float16 (mmengine\'s '
+                          'AmpOptimWrapper); this machine has none. '
+                          '--amp-dtype bfloat16 also runs on CPU.')
+    try:
+        set_amp_dtype(cfg.optim_wrapper, dtype)
+    except ValueError as error:
+        raise ConfigError(f'--amp: {error}') from None

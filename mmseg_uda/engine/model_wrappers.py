@@ -9,14 +9,16 @@ class UDADistributedDataParallel(MMDistributedDataParallel):
     """``MMDistributedDataParallel`` that lets the model run its own UDA
     train step, with the whole iteration's forward going through this
     wrapper (so every learning sub-module, discriminators included, has its
-    gradients all-reduced; field.md §E.2 item 1).
+    gradients all-reduced; lhoyer/DAFormer does not support multi-GPU
+    training, see lhoyer/DAFormer#9).
 
     mmengine's wrapper does one ``update_params`` on one optimizer; a UDA
     iteration may step a segmentor and a discriminator optimizer. The model's
     ``uda_train_step(data, optim_wrapper, forward_module=self)`` does that.
 
     On a CPU-only machine (gloo backend) ``device_ids`` must be None and
-    SyncBN cannot run, so both are fixed here (env.md §5).
+    SyncBN cannot run (DDP rejects SyncBatchNorm on CPU modules), so both
+    are fixed here.
     """
 
     def __init__(self, module, device_ids=None, **kwargs):

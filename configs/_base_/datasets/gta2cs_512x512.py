@@ -1,4 +1,4 @@
-# GTA5 -> Cityscapes, DAFormer data recipe (methods.md §1.5, §4.2; DAFormer
+# GTA5 -> Cityscapes, DAFormer data recipe (lhoyer/DAFormer
 # configs/_base_/datasets/uda_gta_to_cityscapes_512x512.py):
 # gta2cs_adaptsegnet.py (same datasets, flip 0.5, no photometric distortion,
 # Cityscapes val whole image at 1024x512 against full-resolution labels) with

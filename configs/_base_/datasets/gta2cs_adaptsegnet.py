@@ -1,5 +1,5 @@
-# GTA5 -> Cityscapes, AdaptSegNet data recipe (methods.md §1.5;
-# wasidennis/AdaptSegNet train_gta2cityscapes_multi.py): whole images, no
+# GTA5 -> Cityscapes, AdaptSegNet data recipe (wasidennis/AdaptSegNet @
+# fca9ff0f, train_gta2cityscapes_multi.py): whole images, no
 # crop: source resized to exactly 1280x720, target to 1024x512, random
 # flip; 1 source + 1 target image per iteration. Evaluation: Cityscapes val,
 # whole image at 1024x512 against full-resolution labels.
@@ -34,6 +34,9 @@ train_dataloader = dict(
     batch_size=1,
     num_workers=4,
     persistent_workers=True,
+    # page-locked batches copy to the GPU faster (PyTorch ignores it, with a
+    # warning, when there is no GPU)
+    pin_memory=True,
     sampler=dict(type='UDAPairSampler', shuffle=True),
     dataset=dict(
         type='UDADataset',

@@ -1,4 +1,4 @@
-# SYNTHIA -> Cityscapes, DAFormer data recipe (methods.md §1.5, §4.2; DAFormer
+# SYNTHIA -> Cityscapes, DAFormer data recipe (lhoyer/DAFormer
 # configs/_base_/datasets/uda_synthia_to_cityscapes_512x512.py):
 # gta2cs_512x512.py (512x512 random crops, cat_max_ratio=0.75 on the labelled
 # source only, flip 0.5, no photometric distortion, 2 source + 2 target

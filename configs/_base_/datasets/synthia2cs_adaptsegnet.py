@@ -1,4 +1,4 @@
-# SYNTHIA -> Cityscapes, AdaptSegNet data recipe (methods.md §1.5):
+# SYNTHIA -> Cityscapes, AdaptSegNet data recipe (wasidennis/AdaptSegNet):
 # gta2cs_adaptsegnet.py (whole images, no crop, target 1024x512, random flip,
 # 1 source + 1 target image per iteration, Cityscapes val at 1024x512 against
 # full-resolution labels) with SYNTHIA-RAND-CITYSCAPES as the source, resized

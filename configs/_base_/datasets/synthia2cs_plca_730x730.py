@@ -1,5 +1,6 @@
-# SYNTHIA -> Cityscapes, PLCA data recipe (methods.md §2.5;
-# kgl-prml/Pixel-Level-Cycle-Association experiments/config/s2c_train.yaml,
+# SYNTHIA -> Cityscapes, PLCA data recipe (docs/plca.md;
+# kgl-prml/Pixel-Level-Cycle-Association @ e01d77a0
+# experiments/config/s2c_train.yaml,
 # tools/train.py::get_transform): gta2cs_plca_730x730.py (random shorter
 # side U{760..988}, flip, random 730x730 crop, 2 + 2 images per GPU; val at
 # 730x1460 against full-resolution labels) with SYNTHIA-RAND-CITYSCAPES as

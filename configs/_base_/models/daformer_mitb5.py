@@ -1,7 +1,7 @@
 # DAFormer network: MiT-B5 encoder + DAFormer decoder (context-aware fusion
 # with depthwise-separable ASPP), as lhoyer/DAFormer
 # configs/_base_/models/daformer_sepaspp_mitb5.py (on top of
-# daformer_conv1_mitb5.py) builds it; methods.md §4.2 "Network". Plain mmseg
+# daformer_conv1_mitb5.py) builds it (docs/self_training.md). Plain mmseg
 # EncoderDecoder: the UDA configs wrap it in UDASegmentor. Load with
 # custom_imports=dict(imports=['mmseg_uda']).
 #

@@ -8,12 +8,13 @@
 # working directory) from
 #   https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth
 # (the file mmseg's 'open-mmlab://resnet101_v1c' resolves to). This is the
-# usual MMSeg substitute for the DeepLab Caffe ImageNet weights (methods.md
-# §2.9): deep 3x3 stem and pytorch-style strides instead of the 7x7 Caffe
-# stem; use deeplabv2_r101_caffe.py for the original network.
+# usual MMSeg substitute for the DeepLab Caffe ImageNet weights: deep 3x3
+# stem and pytorch-style strides instead of the 7x7 Caffe stem; use
+# deeplabv2_r101_caffe.py for the original network.
 
 # SyncBN as in mmseg's DeepLab configs; the Runner reverts it to BN when not
-# distributed, and CPU/gloo runs must set BN (docs: env.md §5).
+# distributed, and CPU/gloo runs must set BN (SyncBatchNorm needs GPU
+# modules; DDP rejects it on CPU).
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(
     type='SegDataPreProcessor',
@@ -59,5 +60,5 @@ model = dict(
         loss_decode=dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    # Whole-image inference (DAFormer/AdaptSegNet protocol, methods.md §1.4).
+    # Whole-image inference (DAFormer/AdaptSegNet protocol).
     test_cfg=dict(mode='whole'))

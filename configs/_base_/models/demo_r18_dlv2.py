@@ -1,5 +1,5 @@
-# Small DeepLab-V2 for the built-in demo on a CPU (design.md "The built-in
-# demo data"): mmseg's ResNetV1c-18 at a quarter of the width (16 stem/base
+# Small DeepLab-V2 for the built-in demo on a CPU (README "Quick start"):
+# mmseg's ResNetV1c-18 at a quarter of the width (16 stem/base
 # channels), output stride 8 like DeepLab-V2, DLV2Head with dilations scaled
 # to the 128x128 demo crops (a 16x16 feature map). Random init: no
 # pretrained weights can be downloaded, and small convnets learn the demo

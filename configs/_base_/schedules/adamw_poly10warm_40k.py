@@ -1,4 +1,4 @@
-# DAFormer optimisation (methods.md §4.2 "Optimisation"): lhoyer/DAFormer
+# DAFormer optimisation (Hoyer et al., CVPR 2022): lhoyer/DAFormer
 # configs/_base_/schedules/adamw.py + poly10warm.py, the optimizer block of
 # configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_a999_daformer_mitb5_s0.py
 # and experiments.py (pmult=True, MiT custom keys), 40k iterations.
@@ -60,8 +60,8 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # DAFormer saves only the final model (interval 40000, max_keep 1);
-    # saving every 4k makes --resume possible (field.md B.6). A checkpoint
-    # holds student, teacher, frozen ImageNet encoder and AdamW state.
+    # saving every 4k makes --resume possible (lhoyer/DAFormer#80). A
+    # checkpoint holds student, teacher, frozen ImageNet encoder and AdamW state.
     checkpoint=dict(
         type='CheckpointHook', by_epoch=False, interval=4000,
         max_keep_ckpts=1, save_last=True),

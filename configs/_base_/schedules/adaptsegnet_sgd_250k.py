@@ -1,5 +1,5 @@
-# Segmentation optimizer and schedule of AdaptSegNet/ADVENT (methods.md §1.5,
-# wasidennis/AdaptSegNet train_gta2cityscapes_multi.py): SGD lr 2.5e-4,
+# Segmentation optimizer and schedule of AdaptSegNet/ADVENT (wasidennis/
+# AdaptSegNet @ fca9ff0f, train_gta2cityscapes_multi.py): SGD lr 2.5e-4,
 # momentum 0.9, weight decay 5e-4, classifier lr x10, poly power 0.9 over
 # NUM_STEPS=250k, training stopped at NUM_STEPS_STOP=150k.
 optim_wrapper = dict(

@@ -5,7 +5,8 @@
 # rare-class sampling on with `daformer_rare_class_sampling`). Every value
 # follows lhoyer/DAFormer
 # configs/daformer/gta2cs_uda_warm_fdthings_rcs_croppl_a999_daformer_mitb5_s0.py
-# (+ its _base_ files, experiments.py id 6/7); methods.md §4.2. Seed 0 (the
+# (+ its _base_ files, experiments.py id 6/7; commit e6f6e04), see
+# docs/self_training.md. Seed 0 (the
 # _s0 config) comes from default_runtime.py.
 _base_ = [
     # MiT-B5 encoder (ImageNet weights: pretrained/mit_b5.pth, see the file)

@@ -1,5 +1,6 @@
 # PLCA (Kang et al., NeurIPS 2020) around the DeepLab-V2 student, with the
-# released optimiser (methods.md §2.5; experiments/config/{g2c,s2c}_train.yaml,
+# released optimiser (kgl-prml/Pixel-Level-Cycle-Association at e01d77a;
+# docs/plca.md; experiments/config/{g2c,s2c}_train.yaml,
 # config/config.py, solver/solver.py). The dataset and the iteration counts
 # are set by configs/plca/{gta2cs,synthia2cs}.py.
 _base_ = ['../models/deeplabv2_r101_caffe_plca.py']
@@ -9,7 +10,7 @@ model = dict(
     type='UDASegmentor',
     segmentor={{_base_.model}},
     # Solver.association forwards the target batch, then the source batch:
-    # BatchNorm statistics per domain (methods.md §2.4 item 6).
+    # BatchNorm statistics per domain (docs/plca.md).
     bn_mode='separate',
     methods=[
         dict(

@@ -4,10 +4,39 @@
 # `t2s_warmup_hook` to its hooks). Defines only these variables, so it can
 # sit next to any other base.
 #
-# RECONSTRUCTED: no official code exists and only the abstract of the paper
-# could be read, so every T2S value below is the reconstruction of
-# shared/docs/methods.md §4.3 [RECON] (documented in docs/t2s.md), to be
-# checked against the PDF (methods.md §6).
+# RECONSTRUCTED: no official code of T2S-DA exists and only the abstract of
+# the paper could be read, so every T2S value below is a reconstruction
+# [RECON], documented with its reasoning in docs/t2s.md. The style engine is
+# the exception: the first author's repository Haochen-Wang409/StypeTransfer
+# (commit fd8e847) says its style transfer "is used by our IJCV paper
+# 'Pulling Target to Source'", and that engine is Jackson et al.'s
+# StyleAugmentor (philipjackson/style-augmentation, commit 0273e2e).
+
+# T2S-DA's style engine (docs/t2s.md, "Style engine"): StyleAugmentor
+# (Jackson et al., CVPRW 2019), Ghiasi et al.'s arbitrary-style network in a
+# random Painter-by-Numbers style mixed 50/50 with the image's own style; no
+# target image needed. Weights are user-supplied: the two upstream files of
+# philipjackson/style-augmentation styleaug/checkpoints/ (README,
+# "Pretrained weights"); the embedding statistics ship with mmseg-uda.
+t2s_style_augmentor = dict(
+    type='StyleAugmentorStyleTransfer',
+    transformer_ckpt='pretrained/style_augmentor/checkpoint_transformer.pth',
+    predictor_ckpt='pretrained/style_augmentor/checkpoint_stylepredictor.pth',
+    embeddings_ckpt=None,  # None: the packaged checkpoint_embeddings.pth
+    alpha=0.5,  # random-style weight: upstream and StypeTransfer demo default
+    base_embedding='predictor',  # (1 - alpha) term: the image's own style
+    # predictor input in [0, 1] as upstream's README and statistics script;
+    # 255 = the 0-255 input of StypeTransfer's demo_style.py [RECON: T2S-DA's
+    # value range is unknown]
+    predictor_input_scale=1.0,
+    downsamples=0)  # upstream option; 1 = transformer at half resolution
+# Ablations of the style engine (documented in docs/t2s.md), each a
+# replacement of `style=` in t2s_method (configs/t2s/gta2cs_fda.py is the
+# first as a ready config):
+#   style=dict(type='FDAStyleTransfer', beta=0.01)  # FDA with a batch target
+#   style=dict(type='LabStyleTransfer')             # CIELAB mean/std transfer
+#   style=dict(type='RandomStyleTransfer')          # amplitude noise + jitter
+# e.g. --cfg-options model.methods.1.style.alpha=1.0 for pure random styles.
 
 t2s_class_names = ('road', 'sidewalk', 'building', 'wall', 'fence',
                        'pole', 'traffic_light', 'traffic_sign', 'vegetation',
@@ -33,9 +62,9 @@ t2s_method = dict(
     # §4.3 item 4: pull target-side queries to source keys (the paper's
     # claim); 's2t' / 'both' reproduce the central ablation
     direction='t2s',
-    # §4.3 item 1a: target-stylised source copies, FDA beta 0.01 (Yang &
-    # Soatto, CVPR 2020), each paired with a random target crop of the batch
-    style=dict(type='FDAStyleTransfer', beta=0.01),
+    # stylised source copies x~_s: StyleAugmentor (above); FDA/LAB/random
+    # are the ablations listed above
+    style=t2s_style_augmentor,
     target_side='stylised',  # §4.3 item 1b option: 'target_pseudo'/'both'
     pseudo_threshold=0.968,  # for 'target_pseudo' (DAFormer's threshold)
     key_model='teacher',  # §4.3 item 2: keys from the EMA teacher

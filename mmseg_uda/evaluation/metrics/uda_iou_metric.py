@@ -1,6 +1,7 @@
 """Segmentation IoU from one global confusion matrix, with class-subset means.
 
-Implements the UDA benchmark evaluation (methods.md §1.3-1.4): per-class IoU
+Implements the UDA benchmark evaluation used by AdaptSegNet, ADVENT, PLCA
+and DAFormer (Cityscapes val, full-resolution labels): per-class IoU
 accumulated over the whole validation set (one confusion matrix, not
 per-image averages), ``mIoU`` over all classes, and means over class subsets
 computed directly from the per-class IoUs (SYNTHIA→Cityscapes ``mIoU16`` and
@@ -22,12 +23,12 @@ from prettytable import PrettyTable
 
 from mmseg_uda.registry import METRICS
 
-# Cityscapes trainId order (methods.md §1.2).
+# Cityscapes trainId order (mcordts/cityscapesScripts helpers/labels.py).
 CITYSCAPES_CLASSES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole',
                       'traffic light', 'traffic sign', 'vegetation',
                       'terrain', 'sky', 'person', 'rider', 'car', 'truck',
                       'bus', 'train', 'motorcycle', 'bicycle')
-# SYNTHIA has no terrain, truck or train (methods.md §1.3).
+# SYNTHIA has no terrain, truck or train labels, so mIoU16 leaves them out.
 SYNTHIA_16_CLASSES = tuple(
     c for c in CITYSCAPES_CLASSES if c not in ('terrain', 'truck', 'train'))
 # mIoU13 (often "mIoU*") additionally drops wall, fence and pole.
@@ -120,8 +121,8 @@ class UDAIoUMetric(BaseMetric):
     mmengine's ``BaseMetric.evaluate`` gathers them from all ranks before
     ``compute_metrics`` sums them, so the result is the confusion matrix of
     the whole validation set and is identical under DDP and on one process
-    (methods.md §1.4: "one global confusion matrix, not per-image
-    averaging").
+    (the benchmark protocol: one global confusion matrix, not per-image
+    averaging).
 
     Reported metrics, in percent rounded to two decimals like mmseg's
     ``IoUMetric``:
@@ -129,7 +130,8 @@ class UDAIoUMetric(BaseMetric):
     - ``aAcc``: pixel accuracy; ``mIoU`` and ``mAcc``: means over all K
       classes;
     - one key per entry of ``class_subsets`` (default ``mIoU16`` and
-      ``mIoU13``, the SYNTHIA→Cityscapes protocols of methods.md §1.3): the
+      ``mIoU13``, the two SYNTHIA→Cityscapes protocols: 16 classes without
+      terrain/truck/train, 13 also without wall/fence/pole): the
       mean of the per-class IoUs of the named classes, computed directly
       from those IoUs (never ``mIoU * 19 / 16``).
     - with ``per_class_results=True`` also ``IoU.<class>`` and

@@ -1,5 +1,5 @@
 """DAFormer decoder (Hoyer et al., CVPR 2022, §3.2 "context-aware feature
-fusion"; methods.md §4.2 Network).
+fusion").
 
 Reference behaviour (read, not copied): ``lhoyer/DAFormer``
 ``mmseg/models/decode_heads/daformer_head.py`` (``DAFormerHead``,

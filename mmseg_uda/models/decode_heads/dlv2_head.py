@@ -1,7 +1,6 @@
 """DeepLab-V2 ASPP classifier head (Chen et al., TPAMI 2018).
 
-Variants used by the UDA methods of this package (methods.md §2.1, §5
-"DeepLab-V2 head variants"):
+Variants used by the UDA methods of this package:
 
 - PLCA (``model/segmentation/deeplabv2.py``): four 3×3 convs with dilations
   (6, 12, 18, 24), ``bias=False``, all four summed.

@@ -1,5 +1,6 @@
 """Group-level class equivalence for adversarial losses (CDGA, Kim et al.,
-AAAI 2021; reconstructed as methods.md §3.3 item 6)."""
+AAAI 2021), reconstructed as a re-weighting of the adversarial BCE; see
+docs/cdga.md."""
 from typing import Optional, Sequence
 
 import torch
@@ -16,9 +17,12 @@ class ClassBalanceLoss(nn.Module):
     class present in the (global) batch counts equally, whatever its pixel
     count ("aligning all categories irrespective of their pixel counts").
 
-    Reconstruction (methods.md §3.3 item 6, [RECON]; the paper may define a
-    separate term instead): D outputs one logit per cell u of a coarse grid.
-    With ĉ(p) a class map (source labels, or the argmax of the target
+    Reconstruction ([RECON], docs/cdga.md; CDGA with
+    ``class_balance='reweight'``, the default): the paper's "group-level
+    class equivalence" read as a re-weighting of the adversarial BCE. The
+    other reading, an additive term, is :class:`GroupClassEquivalenceLoss`
+    (``class_balance='loss'``). D outputs one logit per cell u of a coarse
+    grid. With ĉ(p) a class map (source labels, or the argmax of the target
     prediction), π_c(u) the fraction of the pixels under cell u with ĉ = c
     (the one-hot map average-pooled to the grid; ignored pixels count in no
     class), N_c = Σ_u π_c(u) over the whole batch and C_present = {c: N_c >

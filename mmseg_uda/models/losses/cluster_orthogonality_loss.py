@@ -1,5 +1,5 @@
 """Orthogonality of the groups' class distributions (CDGA, Kim et al.,
-AAAI 2021; reconstructed as methods.md §3.3 item 4)."""
+AAAI 2021; reconstructed as docs/cdga.md)."""
 from torch import Tensor, nn
 
 from mmseg_uda.registry import MODELS
@@ -11,7 +11,7 @@ class ClusterOrthogonalityLoss(nn.Module):
     """Different groups must hold different categories ("distinct class
     distributions for different groups").
 
-    Reconstruction (methods.md §3.3 item 4, [RECON]): for each domain d
+    Reconstruction (docs/cdga.md, [RECON]): for each domain d
     given, with q^d_k the class distribution of group k,
 
         L_orth = Σ_d (1/(K(K−1))) Σ_{k≠k'} cos(q^d_k, q^d_k'),

@@ -1,5 +1,6 @@
 """Lovász-Softmax over the pixels of all processes (Berman et al., CVPR 2018),
-as PLCA computes it on the source batch (methods.md §2.3 f, §2.4 item 5).
+as PLCA computes it on the source batch (kgl-prml/Pixel-Level-Cycle-
+Association @ e01d77a0; see docs/plca.md).
 
 PLCA's multi-GPU Lovász (``solver/lov_softmax_multigpu.py::
 lovasz_softmax_flat``) broadcasts every rank's probabilities and labels,

@@ -2,8 +2,8 @@
 every process of a distributed run with gradients that match a single
 process on the whole batch.
 
-``group_class_distributions`` implements the group class histogram of
-methods.md §3.3 item 2 (reconstructed):
+``group_class_distributions`` implements the group class histogram of the
+reconstructed CDGA (docs/cdga.md):
 
     q_k = Σ_p A_k(p) Y(p) / (Σ_p A_k(p) + ε),
 
@@ -93,8 +93,8 @@ def group_class_distributions(
         valid: Optional[Tensor] = None,
         eps: float = 1e-6,
         reduce_distributed: bool = True) -> Tuple[Tensor, Tensor]:
-    """Mass-normalised class histogram of every group (methods.md §3.3
-    item 2, reconstructed CDGA):
+    """Mass-normalised class histogram of every group (reconstructed
+    CDGA, docs/cdga.md step 4):
 
         q_k = Σ_p A_k(p) Y(p) / (Σ_p A_k(p) + ε)
 

@@ -1,5 +1,5 @@
 """Semantic consistency of groups across domains (CDGA, Kim et al.,
-AAAI 2021; reconstructed as methods.md §3.3 item 3)."""
+AAAI 2021; reconstructed as docs/cdga.md)."""
 import torch
 from torch import Tensor, nn
 
@@ -23,8 +23,8 @@ class SemanticConsistencyLoss(nn.Module):
     """Each group must hold the same categories in the source and the target
     domain ("consistent category distributions across domains").
 
-    Reconstruction (methods.md §3.3 item 3, [RECON]): with q^s_k, q^t_k the
-    class distributions of group k in each domain (§3.3 item 2,
+    Reconstruction (docs/cdga.md, [RECON]): with q^s_k, q^t_k the
+    class distributions of group k in each domain (docs/cdga.md step 4,
     :func:`group_class_distributions`),
 
         L_sc = (1/K) Σ_k d(q^s_k, q^t_k)

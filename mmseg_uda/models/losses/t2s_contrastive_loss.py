@@ -1,5 +1,5 @@
 """Category-wise InfoNCE of T2S-DA with the source prototype as positive
-(methods.md §4.3 item 4 [RECON])."""
+(reconstructed: no official T2S-DA code is public; see docs/t2s.md)."""
 from typing import NamedTuple, Optional
 
 import torch
@@ -44,8 +44,9 @@ def _query_logits(queries: Tensor, positives: Tensor, bank: Tensor,
 @MODELS.register_module()
 class T2SContrastiveLoss(nn.Module):
     """ℓ_c = mean_q −log( exp(q·μ_c/τ) / (exp(q·μ_c/τ) + Σ_n exp(q·k_n/τ)) )
-    and L = loss_weight · (1/|P|) Σ_{c∈P} w_c ℓ_c (methods.md §4.3 items
-    4–5, reconstructed; the prototype-as-positive form of ReCo's
+    and L = loss_weight · (1/|P|) Σ_{c∈P} w_c ℓ_c (T2S-DA,
+    Wang et al., arXiv 2305.13752, reconstructed; the prototype-as-positive
+    form of ReCo's
     ``compute_reco_loss`` with U2PL-style sampled negatives).
 
     Queries, prototypes and negatives are expected L2-normalised. Prototypes

@@ -1,4 +1,5 @@
-"""PLCA's "LSR" prediction regulariser (methods.md §2.3 g)."""
+"""PLCA's "LSR" prediction regulariser (kgl-prml/Pixel-Level-Cycle-Association
+@ e01d77a0, ``solver/utils.py::LSR``)."""
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -1,5 +1,5 @@
 """CDGA's cross-domain grouping network C (Kim et al., AAAI 2021, Fig. 2;
-layers reconstructed, methods.md §3.2)."""
+layers reconstructed, docs/cdga.md)."""
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -11,7 +11,7 @@ class CrossDomainGroupingNetwork(BaseModule):
     """Cross-domain grouping network C: decomposes the pixels of both domains
     into K sub-spaces (groups).
 
-    Reconstructed layers (methods.md §3.2, [RECON]; the paper's method
+    Reconstructed layers (docs/cdga.md, [RECON]; the paper's method
     section was not available): Conv3×3(in→channels)-ReLU-
     Conv3×3(channels→channels)-ReLU-Conv1×1(channels→K). :meth:`forward`
     returns the K group logits per pixel; :meth:`assign` their softmax over

@@ -12,8 +12,8 @@ from mmseg_uda.registry import MODELS
 @MODELS.register_module()
 class ProjectionHead(BaseModule):
     """g = Conv1×1(in→hidden)-BN-ReLU-Conv1×1(hidden→out), then L2
-    normalisation over channels (T2S-DA embedding, methods.md §4.3 item 3
-    [RECON]; the SimCLR/MoCo-v2 style head also used by ReCo and
+    normalisation over channels (T2S-DA embedding, reconstructed, see
+    docs/t2s.md; the SimCLR/MoCo-v2 style head also used by ReCo and
     ContrastiveSeg).
 
     Args:

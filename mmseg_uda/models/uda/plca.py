@@ -1,6 +1,6 @@
 """PLCA: Pixel-Level Cycle Association (Kang, Wei, Yang, Zhuang, Hauptmann;
 NeurIPS 2020), following the official code
-``kgl-prml/Pixel-Level-Cycle-Association`` (methods.md §2)."""
+``kgl-prml/Pixel-Level-Cycle-Association`` @ e01d77a0; see docs/plca.md."""
 from typing import Dict, List, Optional
 
 import torch
@@ -24,7 +24,7 @@ RELEASED_LOVASZ_WEIGHT = 3.0
 @MODELS.register_module()
 class PLCA(BaseUDAMethod):
     """Pixel-level cycle association (``solver/solver.py::Solver.
-    association``; methods.md §2.3 h):
+    association``):
 
     L = L_ce + w_lov·L_lov + λ_feat·L_ass^feat + λ_cls·L_ass^cls
         + λ_lsr·(L_lsr^s + L_lsr^t)
@@ -51,7 +51,7 @@ class PLCA(BaseUDAMethod):
     micro-batch losses are divided by ITER_SIZE and accumulated. Net
     effect: the source gradient is CE + 0.75 · world_size · ITER_SIZE ·
     Lovász, i.e. 0.75 × 2 × 2 = 3.0 in the released 2-GPU, ITER_SIZE = 2
-    setting (methods.md §2.3 h). Here the Lovász term is already the
+    setting. Here the Lovász term is already the
     global-batch loss with DDP-correct gradients and mmengine's
     ``accumulative_counts`` divides by the number of micro-batches like
     ITER_SIZE, so ``lovasz_weight = 3.0`` reproduces the released relative

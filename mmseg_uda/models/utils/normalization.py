@@ -1,7 +1,8 @@
 """Undo and redo the data preprocessor's normalisation.
 
 In mmseg 1.x the mean/std live on ``model.data_preprocessor`` rather than in
-the image metas (field.md §C.1), so methods that change pixel values (colour
+the image metas (as DAFormer's mmseg 0.x code assumes), so methods that
+change pixel values (colour
 jitter on mixed images, Fourier style transfer) or show images go through
 these helpers.
 """

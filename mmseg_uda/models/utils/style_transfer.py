@@ -1,4 +1,4 @@
-"""Label-preserving image stylisation for T2S-DA (methods.md §4.3 item 1a).
+"""Label-preserving image stylisation for T2S-DA (see docs/t2s.md).
 
 Every stylisation works on de-normalised pixel values (0..255, the channel
 order the network sees; ``UDAContext.denormalize``) and keeps the geometry
@@ -22,8 +22,12 @@ Classes:
     :class:`LabStyleTransfer`: Reinhard-style mean/std colour transfer in
         CIELAB [RECON option].
     :class:`RandomStyleTransfer`: random amplitude spectrum + photometric
-        jitter, needs no target image (domain generalisation, methods.md
-        §4.3 item 8) [RECON].
+        jitter, needs no target image (domain generalisation)
+        (reconstructed).
+
+T2S-DA's own engine, StyleAugmentor (Jackson et al., CVPRW 2019), is
+:class:`~mmseg_uda.models.utils.style_augmentor.StyleAugmentorStyleTransfer`
+(its own module: two networks and a weight loader).
 """
 import math
 from abc import ABC, abstractmethod
@@ -251,7 +255,7 @@ class FDAStyleTransfer(BaseStyleTransfer):
 class LabStyleTransfer(BaseStyleTransfer):
     """Colour transfer by matching the per-channel mean and standard
     deviation in CIELAB (Reinhard et al., 2001, in CIELAB instead of lαβ)
-    [RECON option of methods.md §4.3 item 1a].
+    (reconstructed option).
 
     Args:
         eps (float): added to the source standard deviation.
@@ -296,7 +300,7 @@ class LabStyleTransfer(BaseStyleTransfer):
 @MODELS.register_module()
 class RandomStyleTransfer(BaseStyleTransfer):
     """Random style without a target image, for domain generalisation
-    (methods.md §4.3 item 8) [RECON]: (1) the centred low-frequency
+    (reconstructed): (1) the centred low-frequency
     amplitude band (size from ``beta`` as in FDA) is multiplied by
     log-normal noise exp(σ·ε), ε symmetric under k → −k so the image stays
     real, phase kept; (2) photometric jitter: per-channel gain, brightness

@@ -2,7 +2,7 @@
 ``ResNet`` state dicts (used by ``tools/model_converters/
 deeplab_resnet2mmseg.py``).
 
-Supported inputs (methods.md §2.1, §2.9):
+Supported inputs:
 
 - the DeepLab-V2 ImageNet (Caffe) checkpoint used by AdaptSegNet,
   ``DeepLab_resnet_pretrained_init-f81d91e8.pth``: keys
