@@ -1,4 +1,5 @@
-"""CycleAssociationLoss (PLCA, methods.md §2.3 b-e): against a brute-force
+"""CycleAssociationLoss (PLCA, kgl-prml/Pixel-Level-Cycle-Association @
+e01d77a0 ``solver/loss.py::AssociationLoss``): against a brute-force
 double-loop reference, toy cases with known associations, where gradients
 go, and chunked == full matrices (values and gradients)."""
 import math
@@ -8,6 +9,8 @@ import torch
 
 from mmseg_uda.models.losses.cycle_association_loss import (
     CycleAssociationLoss, cycle_associate, spatial_aggregation)
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from mmseg_uda.registry import MODELS
 
 IGNORE = 255
@@ -374,3 +377,105 @@ def test_association_score_is_bounded_below_by_one_over_pixel_counts():
         assoc = cycle_associate(feat_s, feat_t, label, 'kl', 0.5, chunk)
         assert (assoc.log_score >= -math.log(64 * 54) - 1e-5).all()
         assert (assoc.log_score <= 0).all()
+
+
+# ---------------------------------------------------------------------------
+# Cosine backward: both hops in one pass over S (t→s similarity = Sᵀ)
+# ---------------------------------------------------------------------------
+def _hop_grads(loss_fn, feat_s, feat_t, label, hops):
+    """Gradients of Σ w·log P over the chosen hops ('fwd', 'bwd' or both),
+    weights w fixed per start pixel, so each hop's gradient is tested on
+    its own as well as summed."""
+    s = feat_s.clone().requires_grad_()
+    t = feat_t.clone().requires_grad_()
+    assoc = loss_fn.associate(s, t, label)
+    w = torch.linspace(0.5, 2.0, assoc.num_start, dtype=feat_s.dtype)
+    total = 0
+    if 'fwd' in hops:
+        total = total + (w * assoc.log_p_forward).sum()
+    if 'bwd' in hops:
+        total = total + (w.flip(0) * assoc.log_p_backward).sum()
+    total.backward()
+    return assoc, s.grad, t.grad
+
+
+class _MatmulFlops(TorchDispatchMode):
+    """2·m·n·k per (m, k) × (k, n) product of every matrix-product op,
+    in place or not (torch's FlopCounterMode has no entry for addmm_)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in ('mm', 'addmm', 'addmm_', 'bmm', 'baddbmm', 'addbmm'):
+            a, b = (args[1], args[2]) if name.startswith('add') or \
+                name == 'baddbmm' else (args[0], args[1])
+            batch = a.shape[0] if a.dim() == 3 else 1
+            self.flops += 2 * batch * a.shape[-2] * a.shape[-1] * \
+                b.shape[-1]
+        elif 'mm' in name or 'matmul' in name or 'dot' in name:
+            raise AssertionError(f'uncounted matrix product {name}')
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('hops', [('fwd', ), ('bwd', ), ('fwd', 'bwd')])
+@pytest.mark.parametrize('alpha', [0.0, 0.5])
+@pytest.mark.parametrize('max_pixels', [None, 9])
+def test_fused_cosine_backward_equals_full_float64(hops, alpha, max_pixels):
+    """The fused backward (one block of S serves the s→t rows and the t→s
+    columns) against the full-matrix autograd path, in float64 to 1e-6
+    relative (they differ only by rounding), with unlabelled pixels,
+    subsampled start pixels (start ≠ all rows of S), N_s ≠ N_t and chunk
+    sizes that do not divide N."""
+    feat_s, feat_t, label = random_inputs(
+        'cos', shape=(2, 6, 5, 6), seed=11, ignore_frac=0.3,
+        target_shape=(2, 6, 4, 7))
+    torch.manual_seed(0)
+    ref = _hop_grads(CycleAssociationLoss(alpha=alpha, chunk_size=None,
+                                          max_pixels=max_pixels),
+                     feat_s, feat_t, label, hops)
+    for chunk in (1, 7, 64):
+        torch.manual_seed(0)
+        got = _hop_grads(CycleAssociationLoss(alpha=alpha, chunk_size=chunk,
+                                              max_pixels=max_pixels),
+                         feat_s, feat_t, label, hops)
+        assert torch.equal(got[0].start, ref[0].start)
+        assert torch.equal(got[0].mid, ref[0].mid)
+        assert torch.equal(got[0].end, ref[0].end)
+        for g, r in zip(got[1:], ref[1:]):
+            assert r.abs().max() > 0  # a non-vacuous comparison
+            torch.testing.assert_close(g, r, rtol=1e-6,
+                                       atol=1e-6 * r.abs().max().item())
+
+
+def test_fused_cosine_backward_does_three_products_of_s():
+    """The cosine backward recomputes S once and does the two gradient
+    products once: 3·(2·N_s·N_t·C) matmul FLOPs, not 3 + 3·|targets|/N_t
+    of them as with one pass per hop (a negative control: the KL level
+    keeps one pass per hop and exceeds 3)."""
+    c, n = 16, 48
+    feat_s, feat_t, label = random_inputs(
+        'cos', shape=(1, c, 6, 8), seed=3, ignore_frac=0.0,
+        dtype=torch.float32)
+    per_product = 2 * n * n * c
+    for metric in ('cos', 'kl'):
+        if metric == 'kl':
+            feat_s, feat_t = feat_s.softmax(1), feat_t.softmax(1)
+        s = feat_s.clone().requires_grad_()
+        t = feat_t.clone().requires_grad_()
+        loss_fn = CycleAssociationLoss(metric=metric, alpha=0.0,
+                                       chunk_size=10)
+        assoc = loss_fn.associate(s, t, label)
+        num_targets = assoc.mid.unique().numel()
+        assert num_targets > n // 4  # the negative control has teeth
+        loss = loss_fn(s, t, label)
+        with _MatmulFlops() as counter:
+            loss.backward()
+        products = counter.flops / per_product
+        if metric == 'cos':
+            assert products == pytest.approx(3.0, abs=0.01)
+        else:
+            assert products == pytest.approx(3 + 3 * num_targets / n,
+                                             abs=0.01)

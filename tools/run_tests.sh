@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/setup_env.sh
-python -m pytest tests -q "$@"
+python -m pytest tests -q -rs "$@"

@@ -11,5 +11,12 @@ model_wrapper_cfg = dict(
     type='UDADistributedDataParallel',
     broadcast_buffers=False,
     find_unused_parameters=False)
-env_cfg = dict(cudnn_benchmark=False)
+# cudnn_benchmark: mmengine's (autotuned conv kernels; fixed crop sizes make
+# it pay on GPUs). allow_tf32: None keeps PyTorch's defaults, True/False sets
+# TF32 matmuls and cuDNN convolutions for float32 training on Ampere+ GPUs
+# (mmseg_uda.engine.precision.apply_backend_flags, applied by tools/train.py).
+env_cfg = dict(cudnn_benchmark=False, allow_tf32=None)
+# True: model in channels_last (NHWC) memory format, faster convolutions on
+# GPU tensor cores with --amp / --amp-dtype bfloat16 (tools/train.py).
+channels_last = False
 randomness = dict(seed=0)

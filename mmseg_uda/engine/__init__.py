@@ -1,4 +1,4 @@
-from . import hooks, optimizers  # noqa: F401
+from . import hooks, optimizers, precision  # noqa: F401
 from .model_wrappers import UDADistributedDataParallel
 
 __all__ = ['UDADistributedDataParallel']

@@ -1,5 +1,6 @@
-# GTA5 -> Cityscapes, PLCA data recipe (methods.md §2.5;
-# kgl-prml/Pixel-Level-Cycle-Association experiments/config/g2c_train.yaml,
+# GTA5 -> Cityscapes, PLCA data recipe (docs/plca.md;
+# kgl-prml/Pixel-Level-Cycle-Association @ e01d77a0
+# experiments/config/g2c_train.yaml,
 # tools/train.py::get_transform): both domains get a random resize of the
 # shorter side to U{760, ..., 988} (LOADSIZE 760 x [1.0, 1.3]), a horizontal
 # flip (p = 0.5) and a random 730x730 crop (CROPSIZE; image padded with 0,
@@ -61,6 +62,9 @@ train_dataloader = dict(
     batch_size=2,
     num_workers=2,  # NUM_WORKERS
     persistent_workers=True,
+    # page-locked batches copy to the GPU faster (PyTorch ignores it, with a
+    # warning, when there is no GPU)
+    pin_memory=True,
     sampler=dict(type='UDAPairSampler', shuffle=True),
     dataset=dict(
         type='UDADataset',

@@ -19,15 +19,30 @@ def ema_momentum(step: int, alpha: float) -> float:
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module,
                momentum: float, ema_buffers: bool = False) -> None:
     """θ_t ← a·θ_t + (1 − a)·θ_s for parameters (and float buffers when
-    ``ema_buffers``; integer buffers are then copied)."""
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
-    if ema_buffers:
-        for t, s in zip(teacher.buffers(), student.buffers()):
-            if t.dtype.is_floating_point:
-                t.mul_(momentum).add_(s, alpha=1.0 - momentum)
-            else:
-                t.copy_(s)
+    ``ema_buffers``; integer buffers are then copied).
+
+    Computed in float32 at least, whatever the autocast state: (1 − a) =
+    1e-3 is below bfloat16's resolution, so a 16-bit teacher parameter is
+    averaged in float32 and rounded once."""
+    # imported here: mmseg_uda.models imports this module (circular)
+    from mmseg_uda.models.utils.precision import autocast_disabled
+    with autocast_disabled():
+        for t, s in zip(teacher.parameters(), student.parameters()):
+            _ema_(t, s.detach(), momentum)
+        if ema_buffers:
+            for t, s in zip(teacher.buffers(), student.buffers()):
+                if t.dtype.is_floating_point:
+                    _ema_(t, s, momentum)
+                else:
+                    t.copy_(s)
+
+
+def _ema_(t: torch.Tensor, s: torch.Tensor, momentum: float) -> None:
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t.copy_(t.float().mul_(momentum).add_(s.float(),
+                                              alpha=1.0 - momentum))
+    else:
+        t.mul_(momentum).add_(s.to(t.dtype), alpha=1.0 - momentum)
 
 
 @HOOKS.register_module()
@@ -40,7 +55,8 @@ class EMATeacherHook(Hook):
     checkpointed buffer ``teacher_initialized``, so a resumed run is never
     re-initialised), then after every iteration applies
     θ_t ← a·θ_t + (1 − a)·θ_s with a = min(1 − 1/(t+1), α) where t is the
-    number of student updates so far (DAFormer, methods.md §4.2).
+    number of student updates so far (lhoyer/DAFormer
+    ``mmseg/models/uda/dacs.py``).
 
     Args:
         alpha (float): final EMA momentum α (DAFormer 0.999, DACS 0.99).

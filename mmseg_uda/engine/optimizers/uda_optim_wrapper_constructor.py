@@ -9,6 +9,7 @@ from mmseg.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import nn
 
 from mmseg_uda.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from ..precision import amp_optim_wrapper_cfg
 
 
 def _merge_groups(groups: List[dict]) -> List[dict]:
@@ -38,6 +39,12 @@ class UDAOptimWrapperConstructor:
                              segmentor=dict(optimizer=..., paramwise_cfg=...),
                              discriminator=dict(optimizer=dict(type='Adam')))
 
+    Mixed precision: ``type='AmpOptimWrapper'`` (float16, loss scaling) or
+    ``type='AmpOptimWrapper', dtype='bfloat16'``, which is built as
+    ``BF16AmpOptimWrapper`` (bfloat16 autocast, no loss scaler), in either
+    form and on each entry (``tools/train.py --amp [--amp-dtype bfloat16]``
+    sets them all).
+
     ``segmentor`` gets every trainable parameter except the methods'
     discriminators, the EMA teacher and frozen copies; ``discriminator`` gets
     the discriminators. ``paramwise_cfg`` works as in mmengine (keys match
@@ -66,6 +73,8 @@ class UDAOptimWrapperConstructor:
         cfg = copy.deepcopy(dict(cfg))
         paramwise = cfg.pop('paramwise_cfg', None)
         cfg.setdefault('type', 'OptimWrapper')
+        # AmpOptimWrapper(dtype='bfloat16') -> BF16AmpOptimWrapper (no scaler)
+        cfg = amp_optim_wrapper_cfg(cfg)
         ctor = DefaultOptimWrapperConstructor(cfg, paramwise)
         groups: List[dict] = []
         ctor.add_params(groups, model)

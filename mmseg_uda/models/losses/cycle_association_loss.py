@@ -2,7 +2,8 @@
 with a memory-bounded (chunked) implementation.
 
 Follows ``kgl-prml/Pixel-Level-Cycle-Association: solver/loss.py::
-AssociationLoss`` (methods.md §2.3-2.4). For one (source, target) image pair
+AssociationLoss`` (commit e01d77a0; see docs/plca.md). For one (source,
+target) image pair
 with N_s source and N_t target pixels at the feature resolution:
 
 1. Target spatial aggregation (``spatial_agg``), target side only:
@@ -33,7 +34,8 @@ float32):
 - ``chunk_size=None``: the literal full-matrix computation (N×N similarity,
   z-norm and softmax matrices, batched over pairs as the official code), the
   reference.
-- ``chunk_size=c``: memory-bounded, following field.md §D.2 item 6. Only
+- ``chunk_size=c``: memory-bounded (the official code can only down-sample
+  or crop the feature map, ``TRAIN.USE_DOWNSAMPLING``/``USE_CROP``). Only
   row-wise quantities of the N×N matrices are needed: the argmax, the
   log-softmax value at the argmax and the softmax-weighted sum of the
   aggregation. Two autograd Functions compute them over row blocks of c rows
@@ -46,6 +48,14 @@ float32):
   dropped, which is exact because every KL similarity enters a row softmax
   or a row z-normalisation, both invariant to row constants (values and
   gradients).
+  For cosine the t→s similarity is Sᵀ: the forward's t→s pass (over the
+  reached target pixels only) keeps each row's z-norm statistics and
+  log-sum-exp (O(N)), and the backward of both hops is one pass over row
+  blocks of S, each block serving the s→t rows and the t→s columns. Per
+  pair that is 3 N_s·N_t·C products in the backward instead of
+  3·(1 + |targets|/N_t); the forward stays 1 + |targets|/N_t, because
+  the t→s softmax needs its column's z-norm statistics before the
+  log-sum-exp, i.e. a second pass, which is kept to the reached targets.
 
 The similarity path always runs in float32 (float64 inputs stay float64),
 with autocast disabled.
@@ -288,18 +298,35 @@ class _ChunkedSelfAggregation(torch.autograd.Function):
 
 
 def _row_max_log_softmax(query: _Side, rows: Tensor, key: _Side,
-                         chunk: int) -> Tuple[Tensor, Tensor]:
+                         chunk: int, stats: bool = False):
     """argmax_j Z_rj and log softmax(Z)_{r, argmax} for the rows r of the
-    z-normalised similarity of query pixels ``rows`` to all key pixels."""
+    z-normalised similarity of query pixels ``rows`` to all key pixels.
+    With ``stats``, also each row's mean μ_r, z-norm divisor σ_r + ε and
+    max_j Z_rj, from which :func:`_fused_cosine_backward` rebuilds
+    softmax(Z)_r entrywise: exp(Z_rj − max_j Z_rj + log P_r,argmax)."""
     values = query.x.new_empty(rows.numel())
     argmax = torch.empty_like(rows)
+    if stats:
+        means, divisors, maxima = (query.x.new_empty(rows.numel())
+                                   for _ in range(3))
     for index, start in _row_blocks(rows, chunk):
-        _, _, score, _ = _block_scores(query, index, key, True)
+        q = query.x[:, index]
+        score = q.t() @ key.key
+        if query.cos:
+            score.mul_(query.scale[index][:, None]).mul_(key.scale[None, :])
+        mean = score.mean(1, keepdim=True)
+        divisor = score.std(1, keepdim=True) + EPS
+        score.sub_(mean).div_(divisor)
         best_score, best = score.max(1, keepdim=True)
+        block = slice(start, start + len(index))
         # log softmax at the maximum: −log Σ_j exp(Z_j − Z_max)
-        values[start:start + len(index)] = -torch.log(
-            score.sub_(best_score).exp_().sum(1))
-        argmax[start:start + len(index)] = best[:, 0]
+        values[block] = -torch.log(score.sub_(best_score).exp_().sum(1))
+        argmax[block] = best[:, 0]
+        if stats:
+            means[block], divisors[block] = mean[:, 0], divisor[:, 0]
+            maxima[block] = best_score[:, 0]
+    if stats:
+        return values, argmax, (means, divisors, maxima)
     return values, argmax
 
 
@@ -323,13 +350,71 @@ def _pair_slices(counts: Sequence[int]):
         offset += count
 
 
+def _fused_cosine_backward(src: _Side, start: Tensor, mid: Tensor,
+                           g_fwd: Optional[Tensor], tgt: _Side,
+                           targets: Tensor, target_stats, end_of_target,
+                           g_targets: Optional[Tensor], chunk: int) -> None:
+    """Backward of both hops of one cosine pair in one pass over blocks of
+    source rows of S (N_s × N_t).
+
+    The t→s similarity is Sᵀ, so row j of the t→s hop is column j of S:
+    with its saved μ_j, σ_j + ε, max_j and log P_j (the forward's t→s
+    pass over the targets), softmax(Zᵀ)_ji = exp((S_ij − μ_j)/(σ_j + ε)
+    − max_j + log P_j) is rebuilt from the same block of S as the forward
+    hop's row softmax. dL/dS of both hops is summed per block and
+    backpropagated once: 3 N_s·N_t·C products instead of 3 + 3·|targets|/N_t
+    (each block of S recomputed once, the two gradient products once).
+    """
+    means, divisors, maxima, log_p = target_stats
+    num_src = src.x.shape[1]
+    g_rows = mid_rows = None
+    if g_fwd is not None:
+        # dense over all source pixels: the t→s softmax spans all of them,
+        # the forward hop only the start pixels (0 gradient elsewhere)
+        g_rows = g_fwd.new_zeros(num_src).index_put_((start, ), g_fwd)
+        mid_rows = start.new_zeros(num_src).index_put_((start, ), mid)
+    if g_targets is not None:
+        col_shift = (maxima - log_p)[None, :]
+    for index, _ in _row_blocks(num_src, chunk):
+        q = src.x[:, index]
+        raw = q.t() @ tgt.key
+        sim = (raw * src.scale[index][:, None]).mul_(tgt.scale[None, :])
+        d_cols = None
+        if g_targets is not None:
+            # d log softmax(Zᵀ)_{j i*} / dZᵀ_ji = 1[i = i*] − softmax(Zᵀ)_ji
+            d_cols = sim[:, targets].sub_(means[None, :]).div_(
+                divisors[None, :]).sub_(col_shift).exp_().mul_(
+                    -g_targets[None, :])
+            hit = (end_of_target >= index.start) & (end_of_target <
+                                                    index.stop)
+            cols = torch.nonzero(hit)[:, 0]
+            d_cols.index_put_((end_of_target[cols] - index.start, cols),
+                              g_targets[cols], accumulate=True)
+            d_cols.div_(divisors[None, :])
+        if g_rows is not None:
+            g = g_rows[index]
+            mean = sim.mean(1, keepdim=True)
+            divisor = sim.std(1, keepdim=True) + EPS
+            d_sim = _softmax_(sim.sub_(mean).div_(divisor)).mul_(-g[:, None])
+            d_sim.scatter_add_(1, mid_rows[index, None], g[:, None])
+            d_sim.div_(divisor)
+            if d_cols is not None:
+                d_sim.index_add_(1, targets, d_cols)
+        else:
+            d_sim = sim.zero_()
+            d_sim[:, targets] = d_cols
+        del d_cols
+        _backprop_block(d_sim, q, raw, src, index, tgt)
+
+
 class _ChunkedCycleAssociation(torch.autograd.Function):
     """Both hops for pairs (x_s[n], x_t[n]) of pixel columns (B, D, N):
     for the start pixels ``start`` (flat, grouped by pair, ``counts[n]``
     of pair n) returns log P^{s→t}_{i j*}, log P^{t→s}_{j* i*}, j*, i*.
     The backward hop is computed only from the targets reached; the
     backward pass recomputes each block and accumulates into one gradient
-    buffer per input."""
+    buffer per input. For cosine (t→s similarity = Sᵀ) the backward of both
+    hops is one pass over S (:func:`_fused_cosine_backward`)."""
 
     @staticmethod
     def forward(ctx, x_s, x_t, start, counts, metric, chunk):
@@ -342,11 +427,14 @@ class _ChunkedCycleAssociation(torch.autograd.Function):
             log_p_fwd[rows], mid[rows] = _row_max_log_softmax(
                 src, start[rows], tgt, chunk)
             targets, inverse = torch.unique(mid[rows], return_inverse=True)
-            log_p, end_of_target = _row_max_log_softmax(
-                tgt, targets, src, chunk)
+            log_p, end_of_target, *stats = _row_max_log_softmax(
+                tgt, targets, src, chunk, stats=metric == 'cos')
             log_p_bwd[rows], end[rows] = log_p[inverse], \
                 end_of_target[inverse]
             saved += [targets, inverse, end_of_target]
+            # cosine: the t→s rows' statistics and log P, for the fused
+            # backward (O(N) each)
+            saved += [*stats[0], log_p] if stats else [None] * 4
         ctx.save_for_backward(x_s, x_t, start, mid, *saved)
         ctx.counts, ctx.metric, ctx.chunk = counts, metric, chunk
         ctx.mark_non_differentiable(mid, end)
@@ -358,18 +446,30 @@ class _ChunkedCycleAssociation(torch.autograd.Function):
         chunk = ctx.chunk
         grad_s, grad_t = torch.zeros_like(x_s), torch.zeros_like(x_t)
         for n, rows in enumerate(_pair_slices(ctx.counts)):
-            targets, inverse, end_of_target = saved[3 * n:3 * n + 3]
+            targets, inverse, end_of_target, *target_stats = \
+                saved[7 * n:7 * n + 7]
             src, tgt = _Side(x_s[n], ctx.metric), _Side(x_t[n], ctx.metric)
             src.init_grads(grad_s[n])
             tgt.init_grads(grad_t[n])
-            if g_fwd is not None:
-                _row_max_log_softmax_backward(src, start[rows], tgt,
-                                              mid[rows], g_fwd[rows], chunk)
+            g_targets = None
             if g_bwd is not None:
                 g_targets = g_bwd.new_zeros(targets.numel()).index_add_(
                     0, inverse, g_bwd[rows])
-                _row_max_log_softmax_backward(tgt, targets, src,
-                                              end_of_target, g_targets, chunk)
+            if ctx.metric == 'cos' and (g_fwd is not None
+                                        or g_targets is not None):
+                _fused_cosine_backward(
+                    src, start[rows], mid[rows],
+                    None if g_fwd is None else g_fwd[rows], tgt, targets,
+                    target_stats, end_of_target, g_targets, chunk)
+            else:
+                if g_fwd is not None:
+                    _row_max_log_softmax_backward(src, start[rows], tgt,
+                                                  mid[rows], g_fwd[rows],
+                                                  chunk)
+                if g_targets is not None:
+                    _row_max_log_softmax_backward(tgt, targets, src,
+                                                  end_of_target, g_targets,
+                                                  chunk)
             src.finish_grads(chunk)
             tgt.finish_grads(chunk)
         return grad_s, grad_t, None, None, None, None
@@ -588,7 +688,7 @@ def cycle_associate(feat_s: Tensor,
 @MODELS.register_module()
 class CycleAssociationLoss(nn.Module):
     """PLCA's pixel-level cycle association loss for one level
-    (``solver/loss.py::AssociationLoss.forward``; methods.md §2.3 b-e).
+    (``solver/loss.py::AssociationLoss.forward``; Kang et al., NeurIPS 2020).
 
     ``loss = −(1/|V|) Σ_{i∈V} max(log a_i, −100)`` over the cycle-consistent
     source pixels V of all pairs (0 if V is empty), times ``loss_weight``.

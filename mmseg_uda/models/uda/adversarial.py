@@ -13,14 +13,17 @@ from torch import Tensor, nn
 
 from mmseg_uda.registry import MODELS
 from ..utils.functional import frozen_call
+from ..utils.precision import float32_island
 from .base import BaseUDAMethod
 from .context import UDAContext
 
 
+@float32_island
 def self_information_map(prob: Tensor) -> Tensor:
     """ADVENT's weighted self-information I = −P·log2(P) / log2(C)
     (Vu et al., CVPR 2019, Eq. 2 input of the discriminator;
-    ``advent/utils/func.py::prob_2_entropy``)."""
+    ``advent/utils/func.py::prob_2_entropy``), in float32 under autocast
+    (P·log P of probabilities near 0)."""
     num_classes = prob.shape[1]
     return -prob * torch.log2(prob + 1e-30) / math.log2(num_classes)
 
@@ -101,7 +104,7 @@ class AdaptSegNet(BaseUDAMethod):
                     size=ctx.img(domain).shape[-2:],
                     mode='bilinear',
                     align_corners=ctx.student.align_corners)
-            prob = F.softmax(logits, dim=1)
+            prob = float32_island(F.softmax)(logits, dim=1)
             out.extras[key] = prob if self.d_input == 'softmax' \
                 else self_information_map(prob)
         return out.extras[key]
