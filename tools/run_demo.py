@@ -21,12 +21,15 @@ import time
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-METHODS = ['source_only', 'advent', 'cdga', 'plca', 'daformer', 't2s']
+METHODS = ['source_only', 'advent', 'cdga', 'plca', 'daformer', 't2s',
+           'hrda', 'mic']
 # The quick start's default: source only and the package's methods (AdvEnt,
 # the pipeline's adversarial baseline, is one `--methods ... advent` away).
-DEFAULT_METHODS = ['source_only', 'cdga', 'plca', 'daformer', 't2s']
+DEFAULT_METHODS = ['source_only', 'cdga', 'plca', 'daformer', 't2s', 'hrda',
+                   'mic']
 NAMES = dict(source_only='source only', advent='AdvEnt', cdga='CDGA',
-             plca='PLCA', daformer='DAFormer (self-training)', t2s='T2S-DA')
+             plca='PLCA', daformer='DAFormer (self-training)', t2s='T2S-DA',
+             hrda='HRDA (self-training)', mic='MIC on DAFormer')
 
 
 def parse_args():

@@ -4,7 +4,8 @@ The command-line tools in ``tools/dataset_converters/`` are thin wrappers
 around :func:`convert_dataset`. What a run does, per image/label pair:
 
 * labelIds (GTA5, Cityscapes) or SYNTHIA class ids are mapped to the 19
-  Cityscapes trainIds (methods.md §1.2) and written next to the original as
+  Cityscapes trainIds (mcordts/cityscapesScripts ``helpers/labels.py``)
+  and written next to the original as
   an 8-bit single-channel ``*_labelTrainIds.png`` (255 = ignore). The
   labelId -> trainId table comes from ``cityscapesscripts.helpers.labels``
   (trainId 255 or -1 -> 255); SYNTHIA ids are mapped to Cityscapes label
@@ -13,8 +14,9 @@ around :func:`convert_dataset`. What a run does, per image/label pair:
   are reported by name; wrong encodings raise :class:`LabelEncodingError`
   naming the file (a colour GTA label, an 8-bit or single-channel SYNTHIA
   label, SYNTHIA ids outside 0..22).
-* Size mismatch rule (field.md §B.5: some GTA5 labels differ in size from
-  their image): ``'skip'`` (default) writes no trainId label for the pair
+* Size mismatch rule (some GTA5 labels differ in size from their image,
+  e.g. 1046x1914; reported in yzou2/CBST#5): ``'skip'`` (default) writes
+  no trainId label for the pair
   and lists it in ``DATA_ROOT/size_mismatch.json``; the datasets skip the
   listed pairs. ``'resize'`` nearest-resizes the label to the image size
   and lists the pair with ``"action": "resized"``.
@@ -24,7 +26,8 @@ around :func:`convert_dataset`. What a run does, per image/label pair:
   name in the same folder and then ``os.replace``-d, so an interrupted run
   never leaves a partial file under a final name; leftover temporary files
   are removed on the next run.
-* Rare-class-sampling statistics (DAFormer RCS, methods.md §4.2), in
+* Rare-class-sampling statistics (DAFormer RCS, Hoyer et al., CVPR 2022;
+  lhoyer/DAFormer ``tools/convert_datasets/gta.py``), in
   DAFormer's format but with paths relative to ``DATA_ROOT``:
   ``sample_class_stats.json`` (list of ``{"file": ..., "<trainId>": n}``)
   and ``samples_with_class.json`` (``{"<trainId>": [[file, n], ...]}``).
@@ -292,12 +295,30 @@ DATASET_LAYOUTS: Dict[str, Tuple[Layout, ...]] = {
                f'gtFine/{split}', '_leftImg8bit.png', '_gtFine_labelIds.png',
                CITYSCAPES_TRAIN_ID_SUFFIX, 'label_ids', split == 'train')
         for split in ('train', 'val')),
+    # ACDC as downloaded (rgb_anon_trainvaltest.zip, gt_trainval.zip):
+    # rgb_anon/<condition>/<split>/<sequence>/*_rgb_anon.png with
+    # gt/<condition>/<split>/<sequence>/*_gt_labelIds.png (the shipped
+    # *_gt_labelTrainIds.png are validated and reused)
+    'acdc': tuple(
+        Layout(f'acdc-{cond}-{split}', f'rgb_anon/{cond}/{split}',
+               f'gt/{cond}/{split}', '_rgb_anon.png', '_gt_labelIds.png',
+               '_gt_labelTrainIds.png', 'label_ids', False)
+        for cond in ('fog', 'night', 'rain', 'snow')
+        for split in ('train', 'val')),
+    # Dark Zurich (Dark_Zurich_val_anon.zip): only the night val split has
+    # labels; the train images (Dark_Zurich_train_anon.zip) are unlabelled
+    'dark_zurich': (Layout('dark_zurich-val', 'rgb_anon/val/night',
+                           'gt/val/night', '_rgb_anon.png',
+                           '_gt_labelIds.png', '_gt_labelTrainIds.png',
+                           'label_ids', False), ),
 }
 
 CONVERTER_SCRIPTS = {
     'gta': 'tools/dataset_converters/gta.py',
     'synthia': 'tools/dataset_converters/synthia.py',
     'cityscapes': 'tools/dataset_converters/cityscapes.py',
+    'acdc': 'tools/dataset_converters/acdc.py',
+    'dark_zurich': 'tools/dataset_converters/dark_zurich.py',
 }
 
 

@@ -1,5 +1,6 @@
 """Decode heads (registered into mmseg's ``MODELS``)."""
 from .daformer_head import DAFormerHead
 from .dlv2_head import DLV2Head
+from .hrda_head import HRDAHead
 
-__all__ = ['DAFormerHead', 'DLV2Head']
+__all__ = ['DAFormerHead', 'DLV2Head', 'HRDAHead']

@@ -5,7 +5,8 @@ import torch
 from torch import Tensor
 
 from ..utils.normalization import denormalize, renormalize, to_rgb_uint8
-from ..utils.seg_forward import SegOutputs, segmentor_forward
+from ..utils.seg_forward import (SegOutputs, segmentor_forward,
+                                 segmentor_teacher_forward)
 
 DOMAINS = ('source', 'target')
 
@@ -112,7 +113,7 @@ class UDAContext:
                 'A method asked for teacher outputs but UDASegmentor built no '
                 'teacher: set `requires_teacher = True` on the method.')
         with self.segmentor.teacher_forward_mode():
-            return segmentor_forward(self.teacher, img, with_feat)
+            return segmentor_teacher_forward(self.teacher, img, with_feat)
 
     # ----------------------------------------------------------------- debug
     def add_debug_image(self, name: str, img: Tensor) -> None:

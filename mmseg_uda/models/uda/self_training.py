@@ -1,4 +1,5 @@
-"""DACS/DAFormer self-training (methods.md §4.2): EMA-teacher pseudo-labels
+"""DACS/DAFormer self-training (lhoyer/DAFormer ``mmseg/models/uda/dacs.py``;
+see docs/self_training.md): EMA-teacher pseudo-labels
 on the target, ClassMix of source into target, strong augmentation, a
 confidence-weighted cross-entropy on the mixed image and the ImageNet
 feature distance on source thing classes.
@@ -18,6 +19,9 @@ from mmseg.models.utils import resize
 from torch import Tensor, nn
 
 from mmseg_uda.registry import MODELS
+from ..utils.global_batch import global_indices
+from ..utils.seg_forward import (SegOutputs, feature_distance_input,
+                                 segmentor_loss)
 from .base import BaseUDAMethod
 from .context import UDAContext
 from .dacs_transforms import (CITYSCAPES_THING_CLASSES, class_mix_masks,
@@ -30,6 +34,10 @@ from .dacs_transforms import (CITYSCAPES_THING_CLASSES, class_mix_masks,
 #: ``ctx.teacher_outputs('target').extras`` (shared with composed methods).
 PSEUDO_LABEL_KEY = 'pseudo_label'
 PSEUDO_PROB_KEY = 'pseudo_prob'
+#: The un-mixed pseudo-weight map (B, H, W) SelfTraining computed this
+#: iteration (confident fraction, ignored rows); MaskedImageConsistency
+#: reuses it, as MIC's ``dacs.py`` hands ``pseudo_weight`` to its module.
+PSEUDO_WEIGHT_KEY = 'pseudo_weight'
 
 
 def teacher_pseudo_labels(ctx: UDAContext) -> Tuple[Tensor, Tensor]:
@@ -104,6 +112,64 @@ def weighted_pixel_ce(logits: Tensor, label: Tensor, weight: Tensor,
     return (ce * weight).mean()
 
 
+def valid_pseudo_mask(ctx: UDAContext) -> Optional[Tensor]:
+    """The target batch's ``valid_pseudo_mask`` (B, H, W) float (1 where a
+    pseudo-label may be trusted, 0 on the rectification margins), from the
+    pipeline's ``GenerateValidPseudoMask`` / ``PackSegInputsWithValidMask``;
+    None when the pipeline provides none (HRDA ``crop_pseudo_margins``)."""
+    samples = ctx.data_samples.get('target') or []
+    if not samples or 'valid_pseudo_mask' not in samples[0]:
+        return None
+    mask = torch.stack(
+        [s.valid_pseudo_mask.data.reshape(s.valid_pseudo_mask.data.shape[-2:])
+         for s in samples]).float()
+    img = ctx.img('target')
+    if mask.shape[-2:] != img.shape[-2:]:
+        raise ValueError(
+            f'valid_pseudo_mask {tuple(mask.shape[-2:])} differs from the '
+            f'target images {tuple(img.shape[-2:])}: put '
+            'GenerateValidPseudoMask before the geometric transforms.')
+    return mask.to(img.device)
+
+
+def student_weighted_loss(ctx: UDAContext, outputs: SegOutputs,
+                          label: Tensor, weight: Tensor,
+                          name: str) -> Dict[str, Tensor]:
+    """Pixel-weighted segmentation loss of a student training forward.
+
+    Plain segmentor: ``loss_<name>`` = :func:`weighted_pixel_ce` of the
+    logits upsampled to the label, ``<name>_acc_seg``. A segmentor with its
+    own loss (``HRDAEncoderDecoder.uda_loss``): ``loss_<name>`` = its main
+    term (HRDA: 0.9 · fused), ``loss_<name>_hr`` = its detail term (HRDA:
+    0.1 · detail crop), the accuracies ``<name>_acc_seg`` /
+    ``<name>_hr_acc_seg``. Used for the mixed image here and by composed
+    methods (MIC's masked image)."""
+    own = segmentor_loss(ctx.student, outputs, label, weight)
+    if own is None:
+        logits = resize(
+            outputs.logits,
+            size=label.shape[-2:],
+            mode='bilinear',
+            align_corners=ctx.student.align_corners)
+        return {
+            f'loss_{name}': weighted_pixel_ce(logits, label, weight,
+                                              ctx.ignore_index),
+            f'{name}_acc_seg': accuracy(
+                logits.detach(), label, ignore_index=ctx.ignore_index),
+        }
+    losses: Dict[str, Tensor] = {}
+    for key, value in own.items():
+        branch, _, term = key.rpartition('.')
+        suffix = f'_{branch}' if branch else ''
+        if 'loss' in term:
+            out_key = f'loss_{name}{suffix}'
+            losses[out_key] = losses[out_key] + value \
+                if out_key in losses else value
+        else:
+            losses[f'{name}{suffix}_{term}'] = value
+    return losses
+
+
 @MODELS.register_module()
 class SelfTraining(BaseUDAMethod):
     """DACS/DAFormer self-training with an EMA teacher (Tranheden et al.,
@@ -144,7 +210,8 @@ class SelfTraining(BaseUDAMethod):
     reduced over all processes, so N processes with B images each compute
     what one process does with N·B images. Random draws use generators
     seeded by ``(seed, iteration, global sample index)``
-    (:mod:`.dacs_transforms`).
+    (:mod:`.dacs_transforms`; the index is the sampler's,
+    :mod:`mmseg_uda.models.utils.global_batch`).
 
     Args:
         pseudo_threshold (float): τ of the confident fraction. DAFormer 0.968.
@@ -334,7 +401,11 @@ class SelfTraining(BaseUDAMethod):
         student_feat = ctx.student_outputs('source').backbone[-1]
         with torch.no_grad():
             self.imnet_encoder.eval()
-            imnet_feat = self.imnet_encoder(ctx.img('source'))[-1].detach()
+            # HRDA: the student's features are the context branch's, so
+            # the frozen encoder sees the image downscaled the same way.
+            imnet_feat = self.imnet_encoder(
+                feature_distance_input(ctx.student,
+                                       ctx.img('source')))[-1].detach()
         if imnet_feat.shape != student_feat.shape:
             raise RuntimeError(
                 f'Frozen encoder feature {tuple(imnet_feat.shape)} differs '
@@ -415,14 +486,13 @@ class SelfTraining(BaseUDAMethod):
         self._check_inputs(ctx)
         src_img, tgt_img = ctx.img('source'), ctx.img('target')
         batch_size = src_img.shape[0]
-        rank, world_size = get_dist_info()
         seed = int(self.rng_seed)
         it_rng = iteration_rng(seed, ctx.iter)
         jitter_draw = float(it_rng.uniform(0, 1))
         blur_draw = float(it_rng.uniform(0, 1)) if self.blur else 0.0
         rngs = [
-            sample_rng(seed, ctx.iter, i * world_size + rank)
-            for i in range(batch_size)
+            sample_rng(seed, ctx.iter, int(g))
+            for g in global_indices(batch_size)  # i·world_size + rank
         ]
         losses: Dict[str, Tensor] = {}
 
@@ -437,6 +507,18 @@ class SelfTraining(BaseUDAMethod):
         pseudo_weight = pseudo_weight_map(fraction, pseudo_label.shape,
                                           self.pseudo_weight_ignore_top,
                                           self.pseudo_weight_ignore_bottom)
+        valid = valid_pseudo_mask(ctx)
+        if valid is not None:
+            if self.pseudo_weight_ignore_top or \
+                    self.pseudo_weight_ignore_bottom:
+                raise ValueError(
+                    'SelfTraining: the target pipeline provides '
+                    'valid_pseudo_mask (GenerateValidPseudoMask), so '
+                    'pseudo_weight_ignore_top/bottom must be 0 (HRDA asserts '
+                    'the same); the margins belong in the transform.')
+            pseudo_weight = pseudo_weight * valid
+        ctx.teacher_outputs('target').extras[PSEUDO_WEIGHT_KEY] = \
+            pseudo_weight
 
         # ClassMix.
         src_label = ctx.src_label
@@ -453,19 +535,12 @@ class SelfTraining(BaseUDAMethod):
         mixed_img = self.strong_augment(ctx, mixed_img, jitter_draw,
                                         blur_draw, aug_seeds)
 
-        logits = ctx.forward_student(mixed_img, with_feat=False).logits
-        logits = resize(
-            logits,
-            size=mixed_img.shape[-2:],
-            mode='bilinear',
-            align_corners=ctx.student.align_corners)
-        losses['loss_mix'] = weighted_pixel_ce(logits, mixed_label,
-                                               mixed_weight,
-                                               ctx.ignore_index)
+        losses.update(
+            student_weighted_loss(
+                ctx, ctx.forward_student(mixed_img, with_feat=False),
+                mixed_label, mixed_weight, 'mix'))
         losses['pseudo_conf_ratio'] = fraction.mean().detach()
         losses['mix_weight_mean'] = mixed_weight.mean().detach()
-        losses['mix_acc_seg'] = accuracy(
-            logits.detach(), mixed_label, ignore_index=ctx.ignore_index)
 
         if ctx.debug:
             ctx.add_debug_map('pseudo_label', pseudo_label)

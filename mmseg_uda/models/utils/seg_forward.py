@@ -26,16 +26,33 @@ class SegOutputs:
     extras: dict = field(default_factory=dict)
 
     def split(self, sizes: List[int]) -> List['SegOutputs']:
-        """Split a jointly-forwarded batch back into per-domain outputs."""
+        """Split a jointly-forwarded batch back into per-domain outputs.
+        Extras are split too: batch-sized tensors (and tuples of them) along
+        the batch, anything else (e.g. HRDA's crop box) shared."""
         backbone = [torch.split(x, sizes) for x in self.backbone]
         logits = torch.split(self.logits, sizes)
         feat = torch.split(self.feat, sizes) if self.feat is not None \
             else [None] * len(sizes)
+        total = sum(sizes)
+
+        def split_extra(value, i):
+            if torch.is_tensor(value) and value.dim() and \
+                    value.shape[0] == total:
+                return torch.split(value, sizes)[i]
+            if isinstance(value, (tuple, list)) and value and all(
+                    torch.is_tensor(v) and v.dim() and v.shape[0] == total
+                    for v in value):
+                return type(value)(torch.split(v, sizes)[i] for v in value)
+            return value
+
         return [
             SegOutputs(
                 backbone=tuple(b[i] for b in backbone),
                 logits=logits[i],
-                feat=feat[i]) for i in range(len(sizes))
+                feat=feat[i],
+                extras={k: split_extra(v, i)
+                        for k, v in self.extras.items()})
+            for i in range(len(sizes))
         ]
 
 
@@ -93,8 +110,45 @@ def decode_head_forward(head: nn.Module, backbone_feats,
 
 def segmentor_forward(segmentor: nn.Module, img: Tensor,
                       with_feat: bool) -> SegOutputs:
-    """Backbone(+neck) and decode head of an mmseg ``EncoderDecoder``."""
+    """Training forward of the student: backbone(+neck) and decode head of
+    an mmseg ``EncoderDecoder``, or the segmentor's own
+    ``uda_train_forward(img, with_feat)`` when it defines one
+    (``HRDAEncoderDecoder``: multi-resolution forward, fused logits)."""
+    uda_forward = getattr(segmentor, 'uda_train_forward', None)
+    if uda_forward is not None:
+        return uda_forward(img, with_feat=with_feat)
     backbone = tuple(segmentor.extract_feat(img))
     logits, feat = decode_head_forward(segmentor.decode_head, backbone,
                                        with_feat)
     return SegOutputs(backbone=backbone, logits=logits, feat=feat)
+
+
+def segmentor_teacher_forward(segmentor: nn.Module, img: Tensor,
+                              with_feat: bool) -> SegOutputs:
+    """Forward of the EMA teacher (pseudo-labels): the segmentor's
+    ``uda_teacher_forward`` when it defines one (``HRDAEncoderDecoder``:
+    context + detail slide, logits at the input size), else
+    :func:`segmentor_forward`."""
+    teacher_forward = getattr(segmentor, 'uda_teacher_forward', None)
+    if teacher_forward is not None:
+        return teacher_forward(img, with_feat=with_feat)
+    return segmentor_forward(segmentor, img, with_feat)
+
+
+def segmentor_loss(segmentor: nn.Module, outputs: SegOutputs, label: Tensor,
+                   weight: Optional[Tensor] = None) -> Optional[dict]:
+    """The segmentor's own loss for a training forward (``uda_loss``, e.g.
+    HRDA's 0.9·fused + 0.1·detail), or None for a plain ``EncoderDecoder``
+    (the caller computes its loss from ``outputs.logits``)."""
+    uda_loss = getattr(segmentor, 'uda_loss', None)
+    if uda_loss is None:
+        return None
+    return uda_loss(outputs, label, weight)
+
+
+def feature_distance_input(segmentor: nn.Module, img: Tensor) -> Tensor:
+    """What a frozen copy of the backbone must see to be compared with
+    ``outputs.backbone``: ``img`` itself, or the segmentor's
+    ``uda_feature_input(img)`` (HRDA: downscaled to ``feature_scale``)."""
+    feature_input = getattr(segmentor, 'uda_feature_input', None)
+    return img if feature_input is None else feature_input(img)

@@ -1,0 +1,119 @@
+"""HRDA under the real sampler: 2 gloo processes, each with the batch
+``UDAPairSampler`` hands its rank, give the same gradients and parameters on
+both ranks as 1 process on the global batch, for ``[SelfTraining]`` and
+``[SelfTraining, MaskedImageConsistency]`` on an ``HRDAEncoderDecoder``.
+
+This needs one detail box per global batch: ``UDASegmentor`` seeds the
+student's ``crop_rng`` from (base seed, iteration) only, the same on every
+process. Negative control: boxes drawn from each process's own global RNG
+(as the official HRDA does) depart from the 1-process run.
+
+The tiny network has no BatchNorm and no dropout: per-process batch
+statistics and per-process dropout masks are outside this guarantee (SyncBN
+and the per-rank reseeding, see the README)."""
+import functools
+
+import pytest
+import torch
+from mmengine.config import ConfigDict
+
+from dist_utils import (Run, assert_differs_from_single,
+                        assert_equal_to_single, assert_sampler_split,
+                        compare_runs, patched, random_items, uda_dataset)
+from mmseg_uda.models.segmentors import UDASegmentor
+from mmseg_uda.registry import MODELS
+
+OPTIM = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
+TINY_ENCODER = dict(type='TinyConvBackbone', channels=(8, 16))
+
+
+def hrda_student(num_classes=4):
+    return dict(
+        type='HRDAEncoderDecoder',
+        data_preprocessor=dict(
+            type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
+            std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
+            seg_pad_val=255),
+        backbone=TINY_ENCODER,
+        decode_head=dict(
+            type='HRDAHead', single_scale_head='DAFormerHead',
+            output_stride=2, in_channels=[8, 16], in_index=[0, 1],
+            channels=16, embed_dims=16, fusion='conv', dropout_ratio=0.0,
+            num_classes=num_classes, norm_cfg=None, align_corners=False,
+            attention_embed_dim=8, hr_loss_weight=0.1,
+            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+        scales=[1, 0.5], hr_crop_size=(16, 16), crop_coord_divisible=4,
+        feature_scale=0.5, train_cfg=dict(), test_cfg=dict(mode='whole'))
+
+
+SELF_TRAINING = dict(type='SelfTraining', pseudo_threshold=0.3,
+                     pseudo_weight_ignore_top=0,
+                     pseudo_weight_ignore_bottom=0,
+                     imnet_feature_dist_lambda=0.0, seed=1)
+MIC = dict(type='MaskedImageConsistency', mask_mode='separatetrgaug',
+           mask_generator=dict(type='block', mask_ratio=0.7,
+                               mask_block_size=8),
+           seed=5)
+DATA = uda_dataset(random_items(8, 32, 32, 4, True, seed=0),
+                   random_items(7, 32, 32, 4, False, seed=1))
+
+
+def build(methods, state=None):
+    torch.manual_seed(0)
+    model = MODELS.build(ConfigDict(
+        type='UDASegmentor', segmentor=hrda_student(),
+        methods=[dict(m) for m in methods]))
+    model.init_weights()
+    if state is None:
+        model.teacher.load_state_dict(model.student.state_dict())
+        model.teacher_initialized.fill_(1)
+        with torch.no_grad():  # a confident teacher unlike the student
+            for p in model.teacher.decode_head.parameters():
+                p.mul_(3.0)
+            for p in model.student.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    else:
+        model.load_state_dict(state)
+    return model
+
+
+def per_process_boxes(model):
+    """What official HRDA does: each process draws its box from its own
+    (per-rank seeded) global numpy RNG."""
+    reseed = UDASegmentor._reseed
+
+    def reseed_without_shared_rng(self, iteration):
+        reseed(self, iteration)
+        self.student.crop_rng = None
+
+    return patched((UDASegmentor, '_reseed', reseed_without_shared_rng))
+
+
+RUNS = {
+    'hrda_selftraining': Run(functools.partial(build, [SELF_TRAINING]),
+                             OPTIM, DATA, 2, 2),
+    'hrda_selftraining_mic': Run(
+        functools.partial(build, [SELF_TRAINING, MIC]), OPTIM, DATA, 2, 2),
+    'hrda_per_process_boxes': Run(
+        functools.partial(build, [SELF_TRAINING]), OPTIM, DATA, 2, 2,
+        control=per_process_boxes),
+}
+
+
+@pytest.fixture(scope='module')
+def results(tmp_path_factory):
+    return compare_runs(RUNS, tmp_path_factory.mktemp('hrda_ddp'))
+
+
+@pytest.mark.parametrize('name', ['hrda_selftraining',
+                                  'hrda_selftraining_mic'])
+def test_hrda_two_processes_equal_one(name, results):
+    result = results[name]
+    assert_sampler_split(result)
+    assert_equal_to_single(result)
+    logs = result['single']['logs']
+    assert all(it['selftraining.loss_mix_hr'] > 0 for it in logs)
+
+
+def test_negative_control_per_process_boxes_depart(results):
+    assert_differs_from_single(results['hrda_per_process_boxes'])
