@@ -22,28 +22,17 @@ from dist_utils import (Run, assert_differs_from_single,
                         compare_runs, patched, random_items, uda_dataset)
 from mmseg_uda.models.segmentors import UDASegmentor
 from mmseg_uda.registry import MODELS
+from test_hrda_self_training import hrda_segmentor
 
 OPTIM = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
-TINY_ENCODER = dict(type='TinyConvBackbone', channels=(8, 16))
 
 
-def hrda_student(num_classes=4):
-    return dict(
-        type='HRDAEncoderDecoder',
-        data_preprocessor=dict(
-            type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
-            seg_pad_val=255),
-        backbone=TINY_ENCODER,
-        decode_head=dict(
-            type='HRDAHead', single_scale_head='DAFormerHead',
-            output_stride=2, in_channels=[8, 16], in_index=[0, 1],
-            channels=16, embed_dims=16, fusion='conv', dropout_ratio=0.0,
-            num_classes=num_classes, norm_cfg=None, align_corners=False,
-            attention_embed_dim=8, hr_loss_weight=0.1,
-            loss_decode=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-        scales=[1, 0.5], hr_crop_size=(16, 16), crop_coord_divisible=4,
-        feature_scale=0.5, train_cfg=dict(), test_cfg=dict(mode='whole'))
+def hrda_student():
+    """The tiny HRDA student of test_hrda_self_training.py without
+    BatchNorm and dropout (outside the 2-process guarantee, see above)."""
+    cfg = hrda_segmentor()
+    cfg['decode_head'].update(norm_cfg=None, dropout_ratio=0.0)
+    return cfg
 
 
 SELF_TRAINING = dict(type='SelfTraining', pseudo_threshold=0.3,
