@@ -1,7 +1,8 @@
 """HRDA under the real sampler: 2 gloo processes, each with the batch
 ``UDAPairSampler`` hands its rank, give the same gradients and parameters on
 both ranks as 1 process on the global batch, for ``[SelfTraining]`` and
-``[SelfTraining, MaskedImageConsistency]`` on an ``HRDAEncoderDecoder``.
+``[SelfTraining, MaskedImageConsistency]`` and ``[SelfTraining,
+MaskedImageConsistency, T2S]`` on an ``HRDAEncoderDecoder``.
 
 This needs one detail box per global batch: ``UDASegmentor`` seeds the
 student's ``crop_rng`` from (base seed, iteration) only, the same on every
@@ -22,6 +23,7 @@ from dist_utils import (Run, assert_differs_from_single,
                         compare_runs, patched, random_items, uda_dataset)
 from mmseg_uda.models.segmentors import UDASegmentor
 from mmseg_uda.registry import MODELS
+from t2s_utils import t2s_cfg
 from test_hrda_self_training import hrda_segmentor
 
 OPTIM = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
@@ -43,6 +45,11 @@ MIC = dict(type='MaskedImageConsistency', mask_mode='separatetrgaug',
            mask_generator=dict(type='block', mask_ratio=0.7,
                                mask_block_size=8),
            seed=5)
+# T2S-DA on the MIC(HRDA) base (configs/t2s/gta2cs_hrda.py's composition);
+# the HRDA head's pre-classifier feature has 16 channels
+T2S = t2s_cfg(projection_head=dict(type='ProjectionHead', in_channels=16,
+                                   hidden_channels=16, out_channels=8,
+                                   norm_cfg=None))
 DATA = uda_dataset(random_items(8, 32, 32, 4, True, seed=0),
                    random_items(7, 32, 32, 4, False, seed=1))
 
@@ -83,6 +90,9 @@ RUNS = {
                              OPTIM, DATA, 2, 2),
     'hrda_selftraining_mic': Run(
         functools.partial(build, [SELF_TRAINING, MIC]), OPTIM, DATA, 2, 2),
+    'hrda_selftraining_mic_t2s': Run(
+        functools.partial(build, [SELF_TRAINING, MIC, T2S]), OPTIM, DATA, 2,
+        2),
     'hrda_per_process_boxes': Run(
         functools.partial(build, [SELF_TRAINING]), OPTIM, DATA, 2, 2,
         control=per_process_boxes),
@@ -95,13 +105,17 @@ def results(tmp_path_factory):
 
 
 @pytest.mark.parametrize('name', ['hrda_selftraining',
-                                  'hrda_selftraining_mic'])
+                                  'hrda_selftraining_mic',
+                                  'hrda_selftraining_mic_t2s'])
 def test_hrda_two_processes_equal_one(name, results):
     result = results[name]
     assert_sampler_split(result)
     assert_equal_to_single(result)
     logs = result['single']['logs']
     assert all(it['selftraining.loss_mix_hr'] > 0 for it in logs)
+    if name.endswith('t2s'):  # T2S took part: its queues were filled
+        assert int(result['single']['state'][
+            'methods.2.queue_fill_source'].sum()) > 0
 
 
 def test_negative_control_per_process_boxes_depart(results):
