@@ -293,3 +293,25 @@ def test_runner_trains_and_resumes_exactly(tmp_path):
     full = assert_resume_exact(cfg, 4, tmp_path)
     assert any(k.startswith('model.student.decode_head.scale_attention')
                for k in full)
+
+
+def test_runner_hrda_mic_t2s_resumes_exactly(tmp_path):
+    """configs/t2s/gta2cs_hrda.py's composition ([SelfTraining, MIC, T2S]
+    on HRDA) on the real Runner: 4 iterations in one go equal 2 + resume
+    + 2, with BN, dropout and num_workers as tiny_runner_cfg sets them."""
+    from t2s_utils import t2s_cfg
+    cfg = hrda_runner_cfg(tmp_path)
+    cfg.model.methods = [
+        st_cfg(imnet_feature_dist_classes=[13]),
+        dict(type='MaskedImageConsistency', mask_mode='separatetrgaug',
+             mask_generator=dict(type='block', mask_ratio=0.7,
+                                 mask_block_size=8)),
+        t2s_cfg(num_classes=19, projection_head=dict(
+            type='ProjectionHead', in_channels=16, hidden_channels=16,
+            out_channels=8, norm_cfg=None)),
+    ]
+    full = assert_resume_exact(cfg, 4, tmp_path)
+    # every method's state took part and was restored
+    assert any(k.startswith('model.methods.2.') and 'queue' in k
+               for k in full), [k for k in full if 'methods.2' in k][:10]
+    assert 'model.methods.1.rng_seed' in full
