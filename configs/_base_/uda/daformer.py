@@ -15,6 +15,8 @@ _base_ = [
     # AdamW 6e-5 (head x10, no decay on norms), linear warm-up 1.5k then
     # poly 1.0, 40k iterations, val every 4k (adamw.py, poly10warm.py)
     '../schedules/adamw_poly10warm_40k.py',
+    # SelfTraining settings of DACS/DAFormer (dacs.py, dacs_a999_fdthings.py)
+    './dacs_self_training.py',
 ]
 
 model = dict(
@@ -27,31 +29,14 @@ model = dict(
     teacher_mode='dropout_off',
     methods=[
         dict(
-            type='SelfTraining',
-            # dacs.py pseudo_threshold
-            pseudo_threshold=0.968,
-            # dacs.py::forward_train: one confident fraction for the batch
-            pseudo_weight_scope='batch',
+            # DACS as DAFormer configures it (dacs_self_training.py)
+            _base_.dacs_self_training,
             # "Pseudo-Label Crop": pseudo_weight_ignore_top/bottom
             pseudo_weight_ignore_top=15,
             pseudo_weight_ignore_bottom=120,
-            # get_class_masks: candidates = classes of the whole source batch
-            class_mix_candidates='batch',
-            # dacs.py color_jitter_strength / color_jitter_probability, blur
-            color_jitter_strength=0.2,
-            color_jitter_probability=0.2,
-            blur=True,
-            # "Thing-Class Feature Distance": imnet_feature_dist_lambda,
-            # imnet_feature_dist_classes, imnet_feature_dist_scale_min_ratio
-            imnet_feature_dist_lambda=0.005,
-            imnet_feature_dist_classes=[6, 7, 11, 12, 13, 14, 15, 16, 17, 18],
-            imnet_feature_dist_scale_min_ratio=0.75,
-            # the frozen ImageNet encoder: same architecture as the student's
-            # backbone, copied from the (ImageNet-initialised) student at the
-            # first iteration (DAFormer builds it from the same pretrained
-            # checkpoint)
-            imnet_feature_dist_encoder={{_base_.model.backbone}},
-            imnet_feature_dist_init='student'),
+            # the frozen ImageNet encoder for the thing-class feature
+            # distance: the student's backbone architecture
+            imnet_feature_dist_encoder=_base_.model.backbone),
     ])
 
 # "Rare Class Sampling" (experiments.py setup_rcs); the leaf configs put it

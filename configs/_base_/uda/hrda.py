@@ -12,6 +12,8 @@ _base_ = [
     # poly 1.0, 40k iterations, val every 4k (adamw.py, poly10warm.py and the
     # optimizer block of gtaHR2csHR_hrda.py: identical to DAFormer's)
     '../schedules/adamw_poly10warm_40k.py',
+    # SelfTraining settings of DACS/DAFormer (dacs.py, dacs_a999_fdthings.py)
+    './dacs_self_training.py',
 ]
 
 model = dict(
@@ -24,34 +26,21 @@ model = dict(
     teacher_mode='dropout_off',
     methods=[
         dict(
-            type='SelfTraining',
-            # uda/dacs.py pseudo_threshold
-            pseudo_threshold=0.968,
-            # dacs.py::forward_train: one confident fraction for the batch
-            pseudo_weight_scope='batch',
+            # DACS as DAFormer configures it (dacs_self_training.py:
+            # threshold 0.968, batch-wide quality weight, ClassMix over the
+            # source batch at the full 1024 input resolution, colour jitter
+            # s 0.2 p 0.2 + blur, thing-class FD 0.005 / scale ratio 0.75)
+            _base_.dacs_self_training,
             # gtaHR2csHR_hrda.py "Pseudo-Label Cropping v2": the margins are
             # the target pipeline's GenerateValidPseudoMask
             # (hrda_target_train_pipeline below); the row ignores are 0
             # (HRDA asserts it when crop_pseudo_margins is set)
             pseudo_weight_ignore_top=0,
             pseudo_weight_ignore_bottom=0,
-            # get_class_masks: candidates = classes of the whole source
-            # batch; ClassMix at the full 1024 input resolution
-            class_mix_candidates='batch',
-            # uda/dacs.py color_jitter_strength / _probability, blur
-            color_jitter_strength=0.2,
-            color_jitter_probability=0.2,
-            blur=True,
-            # uda/dacs_a999_fdthings.py: imnet_feature_dist_lambda=0.005,
-            # classes [6, 7, 11..18], scale_min_ratio 0.75; HRDA compares
-            # the context features (feature_scale=0.5), so the frozen encoder
-            # sees the source downscaled x0.5 (HRDAEncoderDecoder
-            # .uda_feature_input)
-            imnet_feature_dist_lambda=0.005,
-            imnet_feature_dist_classes=[6, 7, 11, 12, 13, 14, 15, 16, 17, 18],
-            imnet_feature_dist_scale_min_ratio=0.75,
-            imnet_feature_dist_encoder={{_base_.model.backbone}},
-            imnet_feature_dist_init='student'),
+            # HRDA compares the context features (feature_scale=0.5), so the
+            # frozen encoder sees the source downscaled x0.5
+            # (HRDAEncoderDecoder.uda_feature_input)
+            imnet_feature_dist_encoder=_base_.model.backbone),
     ])
 
 # gtaHR2csHR_hrda.py: rare_class_sampling=dict(min_pixels=3000,
