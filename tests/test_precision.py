@@ -309,6 +309,36 @@ METHODS = {
                    test_chunk_size=6)], SGD),
     'self_training': ([_self_training()], SGD),
     't2s': ([_self_training(), _t2s()], SGD),
+    # VFM-UDA on a tiny DINOv2 ViT (sdpa attention, token-masked MIC,
+    # flip pseudo-labels, VFM-UDA augmentations, source jitter)
+    'vfm_uda': ([
+        dict(type='SelfTraining', pseudo_threshold=0.3,
+             imnet_feature_dist_lambda=0.0, pseudo_label_flip=True,
+             strong_augmentation='vfm_uda',
+             class_mix_target_jitter='vfm_uda', seed=3),
+        dict(type='MaskedImageConsistency', mask_mode='separatetrgaug',
+             mask_generator=dict(type='token', mask_ratio=0.7),
+             augmentation='vfm_uda', seed=4)], SGD),
+}
+# model overrides per case (default: the tiny conv segmentor)
+MODEL_EXTRA = {
+    'vfm_uda': dict(
+        source_color_jitter='vfm_uda',
+        segmentor=dict(
+            type='EncoderDecoder',
+            data_preprocessor=dict(
+                type='SegDataPreProcessor', mean=[123.675, 116.28, 103.53],
+                std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_val=0,
+                seg_pad_val=255),
+            backbone=dict(type='DINOv2VisionTransformer',
+                          arch=dict(embed_dims=16, num_layers=2,
+                                    num_heads=2),
+                          patch_size=8, img_size=32, out_indices=(1, )),
+            decode_head=dict(type='ViTUpsampleHead', in_channels=16,
+                             channels=8, num_classes=NUM_CLASSES,
+                             loss_decode=dict(type='CrossEntropyLoss',
+                                              loss_weight=1.0)),
+            train_cfg=dict(), test_cfg=dict(mode='whole'))),
 }
 # bfloat16 keeps 8 significant bits (relative rounding 2^-9 = 0.2 %) per
 # op. From the same init and batch the largest differences to the float32
@@ -319,10 +349,11 @@ METHODS = {
 RTOL, ATOL = 0.01, 0.01
 
 
-def _build(methods, state=None):
+def _build(methods, state=None, name=None):
     torch.manual_seed(0)
-    model = MODELS.build(ConfigDict(uda_model_cfg(
-        copy.deepcopy(methods), num_classes=NUM_CLASSES)))
+    cfg = uda_model_cfg(copy.deepcopy(methods), num_classes=NUM_CLASSES)
+    cfg.update(copy.deepcopy(MODEL_EXTRA.get(name, {})))
+    model = MODELS.build(ConfigDict(cfg))
     model.init_weights()
     if model.teacher is not None:
         model.teacher.load_state_dict(model.student.state_dict())
@@ -343,7 +374,7 @@ def _optim_cfg(optim, dtype):
 
 def _step(name, dtype, state):
     methods, optim = METHODS[name]
-    model = _build(methods, state)
+    model = _build(methods, state, name)
     wrapper = UDAOptimWrapperConstructor(_optim_cfg(optim, dtype))(model)
     MessageHub.get_current_instance().update_info('iter', 0)
     log_vars = model.train_step(random_uda_batch(
@@ -353,7 +384,7 @@ def _step(name, dtype, state):
 
 @pytest.mark.parametrize('name', sorted(METHODS))
 def test_one_bf16_step_of_every_method_is_finite_and_close_to_fp32(name):
-    state = _build(METHODS[name][0]).state_dict()
+    state = _build(METHODS[name][0], name=name).state_dict()
     _, _, fp32 = _step(name, 'float32', state)
     model, wrapper, bf16 = _step(name, 'bfloat16', state)
     wrappers = wrapper.values() if hasattr(wrapper, 'values') else [wrapper]

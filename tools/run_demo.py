@@ -22,14 +22,22 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 METHODS = ['source_only', 'advent', 'cdga', 'plca', 'daformer', 't2s',
-           'hrda', 'mic']
+           'hrda', 'mic', 'vfm_source_only', 'vfm_mic']
 # The quick start's default: source only and the package's methods (AdvEnt,
 # the pipeline's adversarial baseline, is one `--methods ... advent` away).
 DEFAULT_METHODS = ['source_only', 'cdga', 'plca', 'daformer', 't2s', 'hrda',
                    'mic']
 NAMES = dict(source_only='source only', advent='AdvEnt', cdga='CDGA',
              plca='PLCA', daformer='DAFormer (self-training)', t2s='T2S-DA',
-             hrda='HRDA (self-training)', mic='MIC on DAFormer')
+             hrda='HRDA (self-training)', mic='MIC on DAFormer',
+             vfm_source_only='ViT source only',
+             vfm_mic='ViT + VFM-UDA (MIC tokens)')
+
+
+def baseline_of(method):
+    """The source-only row a method is compared with: the tiny ViT's for
+    the vision-foundation-model path (vfm_*), the DeepLab-V2's otherwise."""
+    return 'vfm_source_only' if method.startswith('vfm_') else 'source_only'
 
 
 def parse_args():
@@ -124,7 +132,6 @@ def main():
                 source_on_source.append(source_domain_miou(
                     config, ckpt, osp.join(work_dir, 'source_eval')))
 
-    base = results.get('source_only', {}).get('target')
     lines = ['', 'Built-in demo (synthetic GTA-like -> Cityscapes-like), '
              f'seeds {args.seeds}, {time.time() - start:.0f} s in all', '',
              f"| {'method':<26} | {'target mIoU':>12} | "
@@ -136,7 +143,8 @@ def main():
     for method in args.methods:
         r = results[method]
         delta = ''
-        if base and method != 'source_only':
+        base = results.get(baseline_of(method), {}).get('target')
+        if base and method != baseline_of(method):
             delta = f'{statistics.mean(r["target"]) - statistics.mean(base):+.1f}'
         lines.append(f'| {NAMES[method]:<26} | {fmt(r["target"]):>12} | '
                      f'{delta:>14} | {statistics.mean(r["seconds"]):>7.0f} |')

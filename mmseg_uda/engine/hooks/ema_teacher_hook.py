@@ -17,9 +17,15 @@ def ema_momentum(step: int, alpha: float) -> float:
 
 @torch.no_grad()
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module,
-               momentum: float, ema_buffers: bool = False) -> None:
+               momentum: float, ema_buffers: bool = False,
+               trainable_only: bool = False) -> None:
     """θ_t ← a·θ_t + (1 − a)·θ_s for parameters (and float buffers when
     ``ema_buffers``; integer buffers are then copied).
+
+    ``trainable_only`` skips the parameters the student does not train
+    (``requires_grad=False``, e.g. a ``freeze_backbone=True`` encoder):
+    they stay as copied at initialisation, equal to the student's, and are
+    not read at all (a·θ + (1 − a)·θ can also round away from θ).
 
     Computed in float32 at least, whatever the autocast state: (1 − a) =
     1e-3 is below bfloat16's resolution, so a 16-bit teacher parameter is
@@ -28,7 +34,8 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module,
     from mmseg_uda.models.utils.precision import autocast_disabled
     with autocast_disabled():
         for t, s in zip(teacher.parameters(), student.parameters()):
-            _ema_(t, s.detach(), momentum)
+            if s.requires_grad or not trainable_only:
+                _ema_(t, s.detach(), momentum)
         if ema_buffers:
             for t, s in zip(teacher.buffers(), student.buffers()):
                 if t.dtype.is_floating_point:
@@ -98,5 +105,6 @@ class EMATeacherHook(Hook):
                          outputs: Optional[dict] = None) -> None:
         model = self._model(runner)
         momentum = ema_momentum(runner.iter + 1, self.alpha)
-        ema_update(model.teacher, model.student, momentum, self.ema_buffers)
+        ema_update(model.teacher, model.student, momentum, self.ema_buffers,
+                   trainable_only=True)
         runner.message_hub.update_scalar('train/ema_momentum', momentum)

@@ -24,7 +24,17 @@ from ..data_preprocessor import check_target_unlabelled
 from ..uda.base import BaseUDAMethod
 from ..uda.context import DOMAINS, UDAContext
 from ..utils.normalization import to_rgb_uint8
+from ..utils.peft_adapters import (adapters_unwrapped, apply_backbone_tuning,
+                                   set_frozen_train_mode)
+from ..utils.global_batch import global_indices
 from ..utils.seg_forward import segmentor_forward, segmentor_loss
+from ..uda.vfm_uda_transforms import (VFM_UDA_WEAK_JITTER,
+                                      check_weak_jitter_cfg,
+                                      vfm_uda_weak_jitter)
+
+#: Stream tag of the source jitter's per-image draws (distinct from the
+#: methods' streams, which use other seed-sequence lengths/tags).
+_SOURCE_JITTER_STREAM = 0x5A17
 
 
 def registered_uda_methods() -> List[str]:
@@ -131,6 +141,26 @@ class UDASegmentor(BaseSegmentor):
             ``SegDataPreProcessor`` config (what mmseg configs define and
             the Runner injects) becomes a ``UDADataPreProcessor`` with the
             same arguments.
+        source_color_jitter (None | str | dict): VFM-UDA's weak colour
+            jitter of the source batch before the student's source forward
+            (Englert et al., CVPRW 2024; tue-mps/vfm-uda@e154d8f
+            ``train_dataprep``: ``random_aug_weak``, torchvision
+            ``ColorJitter(32/255, 0.5, 0.5, 18/360)`` applied per image with
+            p 0.9): ``'vfm_uda'`` or a dict with those keys. Only the
+            student's source forward sees it; methods keep the un-jittered
+            source (VFM-UDA's ClassMix pastes the original source). Draws
+            per image on the global-batch numbering (2 processes = 1).
+            None (default): no jitter.
+        freeze_backbone (bool): freeze the student's (and teacher's)
+            backbone: no gradient, no optimizer state, eval mode (fixed
+            BatchNorm statistics, no dropout/DropPath), skipped by the EMA
+            teacher; the neck and heads train
+            (:mod:`mmseg_uda.models.utils.peft_adapters`).
+        backbone_adapter (dict, optional): a parameter-efficient adapter in
+            the frozen backbone, e.g. ``dict(type='LoRA', rank=16, alpha=16,
+            dropout=0.0, target_modules=['q_proj', 'v_proj'])`` (Hu et al.,
+            ICLR 2022; injected with Hugging Face peft). Needs
+            ``freeze_backbone=True``.
     """
 
     def __init__(self,
@@ -141,7 +171,10 @@ class UDASegmentor(BaseSegmentor):
                  train_cfg: Optional[dict] = None,
                  test_cfg: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 freeze_backbone: bool = False,
+                 backbone_adapter: Optional[dict] = None,
+                 source_color_jitter: Union[None, str, dict] = None):
         if data_preprocessor is None:
             data_preprocessor = segmentor.get('data_preprocessor') or {}
         # mmseg configs define a top-level SegDataPreProcessor that the
@@ -160,6 +193,11 @@ class UDASegmentor(BaseSegmentor):
                              f'got {teacher_mode!r}')
         self.bn_mode = bn_mode
         self.teacher_mode = teacher_mode
+        if source_color_jitter == 'vfm_uda':
+            source_color_jitter = dict(VFM_UDA_WEAK_JITTER)
+        self.source_color_jitter = None if source_color_jitter is None \
+            else check_weak_jitter_cfg(source_color_jitter,
+                                       'UDASegmentor.source_color_jitter')
         self.train_cfg = dict(check_finite=True, reseed_per_iter=True)
         self.train_cfg.update(train_cfg or {})
         self.test_cfg = dict(
@@ -174,6 +212,9 @@ class UDASegmentor(BaseSegmentor):
             raise TypeError(
                 'UDASegmentor needs a segmentor with a decode head (an mmseg '
                 f'EncoderDecoder); got {type(self.student).__name__}.')
+        self.freeze_backbone = bool(freeze_backbone)
+        self.adapted_layers = apply_backbone_tuning(
+            self.student, self.freeze_backbone, backbone_adapter)
         # mmengine's ModuleList, so init_weights reaches the methods'
         # sub-modules (discriminators, projection heads, ...).
         self.methods = ModuleList(
@@ -183,10 +224,21 @@ class UDASegmentor(BaseSegmentor):
             raise ValueError(
                 f'Two UDA methods share a loss_prefix ({prefixes}); give each '
                 'a distinct `loss_prefix`.')
+        if self.freeze_backbone and any(
+                getattr(m, 'imnet_encoder', None) is not None
+                for m in self.methods):
+            raise ValueError(
+                'freeze_backbone=True with SelfTraining feature distance: FD '
+                'keeps a trained encoder near its pretrained features, a '
+                'frozen one does not move (without an adapter FD is 0); set '
+                'imnet_feature_dist_lambda=0.')
 
         self.teacher = None
         if any(m.requires_teacher for m in self.methods):
             self.teacher = MODELS.build(copy.deepcopy(segmentor))
+            # the student's structure (adapter layers), so EMA pairs match
+            apply_backbone_tuning(self.teacher, self.freeze_backbone,
+                                  backbone_adapter)
             self.teacher.requires_grad_(False)
             # Set by EMATeacherHook when it copies the student; checkpointed,
             # so a resumed run never re-initialises its teacher.
@@ -214,6 +266,28 @@ class UDASegmentor(BaseSegmentor):
         self._discriminator_loss_keys: set = set()
 
     # ------------------------------------------------------------- building
+    def _tuned_models(self) -> List[nn.Module]:
+        return [m for m in (getattr(self, 'student', None),
+                            getattr(self, 'teacher', None)) if m is not None]
+
+    def init_weights(self):
+        """mmengine init; an adapted backbone initialises (and loads its
+        pretrained weights) as the plain backbone, so its own init cannot
+        redraw the adapter (LoRA's B stays 0)."""
+        with ExitStack() as stack:
+            for model in self._tuned_models():
+                stack.enter_context(adapters_unwrapped(model.backbone))
+            super().init_weights()
+
+    def train(self, mode: bool = True):
+        """A frozen backbone stays in eval mode (only its adapter's dropout
+        follows ``mode``)."""
+        super().train(mode)
+        if getattr(self, 'freeze_backbone', False):
+            for model in self._tuned_models():
+                set_frozen_train_mode(model.backbone, mode)
+        return self
+
     @staticmethod
     def _build_method(index: int, cfg: dict) -> BaseUDAMethod:
         cfg = dict(cfg)
@@ -324,7 +398,7 @@ class UDASegmentor(BaseSegmentor):
             return
         with_feat = self._needs_feat()
         if self.bn_mode == 'joint' and len(domains) > 1:
-            imgs = [ctx.inputs[d] for d in domains]
+            imgs = [self._student_input(ctx, d) for d in domains]
             shapes = {tuple(i.shape[-2:]) for i in imgs}
             if len(shapes) != 1:
                 raise ValueError(
@@ -337,8 +411,23 @@ class UDASegmentor(BaseSegmentor):
                 ctx._student[d] = o
         else:
             for d in domains:
-                ctx._student[d] = segmentor_forward(self.student,
-                                                    ctx.inputs[d], with_feat)
+                ctx._student[d] = segmentor_forward(
+                    self.student, self._student_input(ctx, d), with_feat)
+
+    def _student_input(self, ctx: UDAContext, domain: str) -> Tensor:
+        """The batch the student's own forward of ``domain`` sees: the
+        source with ``source_color_jitter`` (if set), else ``ctx.inputs``."""
+        img = ctx.inputs[domain]
+        if domain != 'source' or self.source_color_jitter is None:
+            return img
+        base = int(self.rng_base_seed)
+        rngs = [
+            np.random.RandomState(np.random.SeedSequence(
+                [base, int(ctx.iter), int(g), _SOURCE_JITTER_STREAM]
+            ).generate_state(1)[0])
+            for g in global_indices(img.shape[0])  # i·world_size + rank
+        ]
+        return vfm_uda_weak_jitter(ctx, img, rngs, self.source_color_jitter)
 
     def _check_source_labels(self, ctx: UDAContext) -> None:
         labels = ctx.src_label

@@ -14,16 +14,23 @@ masking, ``mask_lambda``), its call site ``seg/mmseg/models/uda/dacs.py``
 (the pseudo-label and the un-mixed pseudo-weight it receives),
 ``seg/mmseg/models/utils/masking_transforms.py`` and
 ``seg/configs/mic/gtaHR2csHR_mic_hrda.py`` / ``seg/experiments.py``.
+VFM-UDA's token masking and target augmentation (options ``mask_generator=
+dict(type='token')``, ``augmentation='vfm_uda'``): ``tue-mps/vfm-uda`` @
+e154d8f, ``models/token_masking.py`` and
+``training/uda_vit/uda_vit_generic.py`` (``training_step``).
 """
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mmseg_uda.registry import MODELS
 from ..utils.global_batch import global_indices
 from ..utils.masking import BlockMaskGenerator
+from ..utils.token_masking import (TokenMaskGenerator, token_masked,
+                                   token_maskable_backbone)
 from .base import BaseUDAMethod
 from .context import UDAContext
 from .dacs_transforms import color_jiggle, gaussian_blur
@@ -31,6 +38,8 @@ from .self_training import (PSEUDO_WEIGHT_KEY, SelfTraining,
                             confident_fraction, pseudo_weight_map,
                             student_weighted_loss, teacher_pseudo_labels,
                             valid_pseudo_mask)
+from .vfm_uda_transforms import (VFM_UDA_STRONG_AUG, check_strong_aug_cfg,
+                                 vfm_uda_strong_augment)
 
 _SEED_MOD = 2**32
 #: mask_mode -> (images of the masked batch, colour augmentation)
@@ -42,6 +51,27 @@ MASK_MODES = {
     'separatesrc': ('source', False),
     'separatesrcaug': ('source', True),
 }
+
+
+#: mask_generator types: MIC's pixel blocks, VFM-UDA's ViT patch tokens
+MASK_GENERATORS = {'block': BlockMaskGenerator, 'token': TokenMaskGenerator}
+
+
+def build_mask_generator(cfg: dict):
+    """``dict(type='block', mask_ratio, mask_block_size)`` (MIC) or
+    ``dict(type='token', mask_ratio)`` (VFM-UDA)."""
+    if not isinstance(cfg, dict):
+        raise TypeError('mask_generator must be a dict like '
+                        "dict(type='block', mask_ratio=0.7, "
+                        "mask_block_size=64) or dict(type='token', "
+                        f'mask_ratio=0.7), got {cfg!r}.')
+    kind = cfg.get('type')
+    if kind not in MASK_GENERATORS:
+        raise ValueError(
+            f'mask_generator.type must be one of {sorted(MASK_GENERATORS)} '
+            "('block': MIC's pixel blocks, 'token': VFM-UDA's ViT token "
+            f'masking), got {kind!r}.')
+    return MASK_GENERATORS[kind].build(cfg)
 
 
 def mic_iteration_rng(seed: int, iteration: int) -> np.random.RandomState:
@@ -90,7 +120,10 @@ class MaskedImageConsistency(BaseUDAMethod):
        batch** (the official ``strong_transform`` call on the batch; the
        ClassMix path of SelfTraining draws one per image).
     3. The block mask (:class:`BlockMaskGenerator`) on the normalised
-       image, after the augmentation.
+       image, after the augmentation; or, with ``mask_generator=dict(
+       type='token', ...)`` (VFM-UDA, Englert et al., CVPRW 2024), a token
+       mask handed to the student's ViT backbone, which replaces the masked
+       patch embeddings by its learned mask token in this forward only.
     4. ``loss_masked`` = ``mask_lambda`` · mean over pixels of
        w · CE(student(masked), label) (ignored labels count with CE 0), the
        host's decode loss as in ``model.forward_train(masked_img, ...,
@@ -110,7 +143,14 @@ class MaskedImageConsistency(BaseUDAMethod):
             Dark Zurich).
         mask_generator (dict): ``dict(type='block', mask_ratio=r,
             mask_block_size=b)``. MIC: r = 0.7, b = 64 (HRDA, 1024 crops) or
-            32 (DAFormer, 512 crops).
+            32 (DAFormer, 512 crops). Or ``dict(type='token',
+            mask_ratio=r)`` (VFM-UDA, r = 0.7): instead of masking pixels,
+            each ViT patch token of the student is replaced by the
+            backbone's learned mask token with probability r
+            (:class:`~mmseg_uda.models.utils.token_masking.
+            TokenMaskGenerator`); needs a backbone with
+            ``supports_token_mask`` (``DINOv2VisionTransformer``) in a plain
+            ``EncoderDecoder`` student (not HRDA).
         mask_lambda (float): λ_m. MIC 1. (The official code scales only the
             ``decode.loss_seg`` key; with a plain decode head that is the
             whole loss.)
@@ -129,6 +169,15 @@ class MaskedImageConsistency(BaseUDAMethod):
             MIC 0.2 / 0.2 (shared with DACS).
         blur (bool): allow the blur of step 2. The official module always
             draws and applies it (it ignores the host's ``blur`` flag).
+        augmentation (str | dict): the colour augmentation of the ``aug``
+            modes. ``'dacs'``: step 2 above (MIC). ``'vfm_uda'`` or
+            ``dict(type='vfm_uda', color_jitter_strength=0.2,
+            color_jitter_p=0.8, blur_p=0.5, blur_sigma=(0.15, 1.15))``
+            (those are VFM-UDA's values, ``random_aug_uda``): torchvision's
+            ColorJitter applied with probability ``color_jitter_p`` and the
+            blur with ``blur_p``, each image with its own gates, factors and
+            σ (:mod:`.vfm_uda_transforms`); ``color_jitter_strength``,
+            ``color_jitter_probability`` and ``blur`` are then unused.
         mask_lambda_all_terms (bool): False (the official behaviour): with
             HRDA, ``mask_lambda`` scales only the fused term
             ``loss_masked``, not the detail term ``loss_masked_hr``; True
@@ -153,6 +202,7 @@ class MaskedImageConsistency(BaseUDAMethod):
                  color_jitter_strength: float = 0.2,
                  color_jitter_probability: float = 0.2,
                  blur: bool = True,
+                 augmentation: Union[str, dict] = 'dacs',
                  mask_lambda_all_terms: bool = False,
                  seed: Optional[int] = None,
                  loss_prefix: Optional[str] = 'mic',
@@ -165,7 +215,23 @@ class MaskedImageConsistency(BaseUDAMethod):
         if mask_generator is None:
             mask_generator = dict(
                 type='block', mask_ratio=0.7, mask_block_size=64)
-        self.mask_gen = BlockMaskGenerator.build(mask_generator)
+        self.mask_gen = build_mask_generator(mask_generator)
+        self.mask_type = mask_generator['type']
+        if augmentation == 'vfm_uda':
+            augmentation = dict(type='vfm_uda', **VFM_UDA_STRONG_AUG)
+        if augmentation == 'dacs':
+            self.vfm_uda_aug = None
+        elif isinstance(augmentation, dict) and \
+                augmentation.get('type') == 'vfm_uda':
+            aug = dict(augmentation)
+            aug.pop('type')
+            self.vfm_uda_aug = check_strong_aug_cfg(
+                aug, 'MaskedImageConsistency.augmentation')
+        else:
+            raise ValueError(
+                "MaskedImageConsistency: augmentation must be 'dacs', "
+                "'vfm_uda' or dict(type='vfm_uda', ...), got "
+                f'{augmentation!r}.')
         if not isinstance(mask_lambda, (int, float)) or mask_lambda < 0:
             raise ValueError('MaskedImageConsistency: mask_lambda must be a '
                              f'number >= 0, got {mask_lambda!r}.')
@@ -228,8 +294,10 @@ class MaskedImageConsistency(BaseUDAMethod):
 
     def pseudo_labels(self, ctx: UDAContext) -> Tuple[Tensor, Tensor]:
         """(ŷ (B, H, W) int64, w (B, H, W) float) for the target batch."""
-        label, prob = teacher_pseudo_labels(ctx)
         host = self._host(ctx)
+        # the host's pseudo-labels (flip-averaged if it uses VFM-UDA's flip)
+        label, prob = teacher_pseudo_labels(
+            ctx, flip=host.pseudo_label_flip if host is not None else None)
         extras = ctx.teacher_outputs('target').extras
         if self.mask_pseudo_threshold == 'same' and host is not None:
             if PSEUDO_WEIGHT_KEY not in extras:
@@ -323,7 +391,30 @@ class MaskedImageConsistency(BaseUDAMethod):
         outputs = ctx.forward_student(img, with_feat=False)
         return student_weighted_loss(ctx, outputs, label, weight, 'masked')
 
+    def token_masked_loss(self, ctx: UDAContext, img: Tensor, label: Tensor,
+                          weight: Tensor, generators: List[torch.Generator]
+                          ) -> Tuple[Dict[str, Tensor], Tensor, Tensor]:
+        """VFM-UDA's masked loss: the student sees ``img`` with each ViT
+        patch token replaced by the backbone's mask token with probability
+        r (``VITLightweightHead.forward(img, mask_ratio=r)``), and is
+        trained with the same weighted loss. Returns the losses, the image
+        with the masked patches zeroed (for the debug picture only) and the
+        keep mask (B, 1, H, W) upsampled from the token grid."""
+        backbone = token_maskable_backbone(ctx.student,
+                                           type(self).__name__)
+        grid = backbone.token_grid(*img.shape[-2:])
+        token_mask = self.mask_gen.generate_mask(grid, generators,
+                                                 img.device)
+        with token_masked(backbone, token_mask):
+            losses = self.student_masked_loss(ctx, img, label, weight)
+        losses['mask_keep_ratio'] = 1.0 - token_mask.float().mean()
+        keep = F.interpolate((~token_mask)[:, None].float(),
+                             size=img.shape[-2:], mode='nearest')
+        return losses, img * keep.to(img.dtype), keep
+
     def loss(self, ctx: UDAContext) -> Dict[str, Tensor]:
+        if self.mask_type == 'token':  # fail before any forward
+            token_maskable_backbone(ctx.student, type(self).__name__)
         img, label, weight = self.masked_batch(ctx)
         seed = int(self.rng_seed)
         it_rng = mic_iteration_rng(seed, ctx.iter)
@@ -332,24 +423,32 @@ class MaskedImageConsistency(BaseUDAMethod):
         jitter_draw = float(it_rng.uniform(0, 1))
         blur_draw = float(it_rng.uniform(0, 1))
         sigma = float(it_rng.uniform(0.15, 1.15))
-        jitter_seeds, mask_gens = [], []
+        jitter_seeds, mask_gens, rngs = [], [], []
         # global sample index g = i * world_size + rank
         for g in global_indices(img.shape[0]):
             rng = mic_sample_rng(seed, ctx.iter, int(g))
             jitter_seeds.append(int(rng.randint(0, 2**31 - 1)))
             mask_gens.append(torch.Generator().manual_seed(
                 int(rng.randint(0, 2**31 - 1))))
-        if self.augment:
+            rngs.append(rng)  # VFM-UDA's per-image draws come after these
+        if self.augment and self.vfm_uda_aug is not None:
+            img = vfm_uda_strong_augment(ctx, img, rngs, self.vfm_uda_aug)
+        elif self.augment:
             img = self.augment_batch(ctx, img, jitter_draw, blur_draw, sigma,
                                      jitter_seeds)
-        masked_img, mask = self.mask_gen.mask_image(img, mask_gens)
-        losses = self.student_masked_loss(ctx, masked_img, label, weight)
+        if self.mask_type == 'token':
+            losses, masked_img, mask = self.token_masked_loss(
+                ctx, img, label, weight, mask_gens)
+        else:
+            masked_img, mask = self.mask_gen.mask_image(img, mask_gens)
+            losses = self.student_masked_loss(ctx, masked_img, label, weight)
         for key in list(losses):
             # MIC scales only decode.loss_seg (the fused term with HRDA)
             if key == 'loss_masked' or (self.mask_lambda_all_terms
                                         and key.startswith('loss_')):
                 losses[key] = self.mask_lambda * losses[key]
-        losses['mask_keep_ratio'] = mask.mean()
+        # token masks log the token fraction (exact), blocks the pixel one
+        losses.setdefault('mask_keep_ratio', mask.mean())
         losses['masked_weight_mean'] = weight.mean().detach()
         if ctx.debug:
             ctx.add_debug_image('mic_masked_image', masked_img)

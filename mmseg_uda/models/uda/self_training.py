@@ -29,6 +29,9 @@ from .dacs_transforms import (CITYSCAPES_THING_CLASSES, class_mix_masks,
                               gaussian_blur, global_label_values,
                               iteration_rng, one_mix, sample_rng,
                               strong_augment_seeds)
+from .vfm_uda_transforms import (VFM_UDA_STRONG_AUG, VFM_UDA_WEAK_JITTER,
+                                 check_strong_aug_cfg, check_weak_jitter_cfg,
+                                 vfm_uda_strong_augment, vfm_uda_weak_jitter)
 
 #: Keys under which the teacher's target pseudo-labels are cached in
 #: ``ctx.teacher_outputs('target').extras`` (shared with composed methods).
@@ -38,30 +41,59 @@ PSEUDO_PROB_KEY = 'pseudo_prob'
 #: iteration (confident fraction, ignored rows); MaskedImageConsistency
 #: reuses it, as MIC's ``dacs.py`` hands ``pseudo_weight`` to its module.
 PSEUDO_WEIGHT_KEY = 'pseudo_weight'
+#: Whether the cached pseudo-labels are flip-averaged (bool).
+PSEUDO_FLIP_KEY = 'pseudo_label_flip'
 
 
-def teacher_pseudo_labels(ctx: UDAContext) -> Tuple[Tensor, Tensor]:
+def teacher_pseudo_labels(ctx: UDAContext,
+                          flip: Optional[bool] = None
+                          ) -> Tuple[Tensor, Tensor]:
     """Teacher pseudo-labels of the un-augmented target batch.
 
-    DAFormer: ``softmax(teacher.encode_decode(target))`` (logits bilinearly
-    upsampled to the image size), ``max``/``argmax`` over classes. Computed
-    once per iteration and cached on the teacher's target outputs, so
-    several methods share it.
+    DAFormer: p = ``softmax(teacher.encode_decode(x_t))`` (logits bilinearly
+    upsampled to the image size), ŷ = argmax_c p, confidence max_c p.
+    ``flip=True`` (VFM-UDA, ``UDAVITGeneric.get_pseudo_label_and_weight``):
+    p = (softmax(f(x_t)) + flip(softmax(f(flip(x_t))))) / 2 with a
+    horizontal flip, then ŷ = argmax_c p and the confidence max_c p of the
+    averaged softmax. Computed once per iteration and cached on the
+    teacher's target outputs, so several methods share it.
+
+    Args:
+        flip: True/False asks for flip-averaged / plain pseudo-labels and
+            raises if the cached ones are the other kind; None takes
+            whatever this iteration cached (plain if nothing yet).
 
     Returns:
         (pseudo_label (B, H, W) int64, pseudo_prob (B, H, W) float32).
     """
     out = ctx.teacher_outputs('target')
-    if PSEUDO_LABEL_KEY not in out.extras:
+    if PSEUDO_LABEL_KEY in out.extras:
+        cached = bool(out.extras.get(PSEUDO_FLIP_KEY, False))
+        if flip is not None and bool(flip) != cached:
+            raise RuntimeError(
+                f'Pseudo-labels were already computed with flip={cached} '
+                f'in this iteration; a method asked for flip={bool(flip)}. '
+                'Give every method the same pseudo_label_flip.')
+        return out.extras[PSEUDO_LABEL_KEY], out.extras[PSEUDO_PROB_KEY]
+    img = ctx.img('target')
+
+    def softmax_at_image_size(logits: Tensor) -> Tensor:
         logits = resize(
-            out.logits.detach().float(),
-            size=ctx.img('target').shape[-2:],
+            logits.detach().float(),
+            size=img.shape[-2:],
             mode='bilinear',
             align_corners=ctx.teacher.align_corners)
-        prob, label = torch.softmax(logits, dim=1).max(dim=1)
-        out.extras[PSEUDO_LABEL_KEY] = label
-        out.extras[PSEUDO_PROB_KEY] = prob
-    return out.extras[PSEUDO_LABEL_KEY], out.extras[PSEUDO_PROB_KEY]
+        return torch.softmax(logits, dim=1)
+
+    probs = softmax_at_image_size(out.logits)
+    if flip:
+        flipped = ctx.forward_teacher(img.flip(-1), with_feat=False)
+        probs = (probs + softmax_at_image_size(flipped.logits).flip(-1)) / 2
+    prob, label = probs.max(dim=1)
+    out.extras[PSEUDO_LABEL_KEY] = label
+    out.extras[PSEUDO_PROB_KEY] = prob
+    out.extras[PSEUDO_FLIP_KEY] = bool(flip)
+    return label, prob
 
 
 def confident_fraction(pseudo_prob: Tensor, threshold: float,
@@ -252,6 +284,27 @@ class SelfTraining(BaseUDAMethod):
             from torch's global generator at construction (seeded by the
             Runner's ``randomness``). Stored in the ``rng_seed`` buffer, so
             checkpoints carry it.
+        pseudo_label_flip (bool): VFM-UDA's flip-averaged pseudo-labels: the
+            teacher's softmax is the mean of its softmax on x_t and the
+            flipped-back softmax on the horizontally flipped x_t
+            (:func:`teacher_pseudo_labels`; one more teacher forward). The
+            label, the confidence and the confident fraction all come from
+            the mean. Default False (DAFormer); VFM-UDA True.
+        strong_augmentation (str | dict): augmentation of the mixed image.
+            ``'dacs'``: step 4 above (DAFormer). ``'vfm_uda'`` or
+            ``dict(type='vfm_uda', color_jitter_strength=0.2,
+            color_jitter_p=0.8, blur_p=0.5, blur_sigma=(0.15, 1.15))``
+            (VFM-UDA's ``random_aug_uda``): per image, torchvision's
+            ColorJitter with probability ``color_jitter_p`` then the blur
+            with probability ``blur_p`` (:mod:`.vfm_uda_transforms`);
+            ``color_jitter_strength``/``_probability`` and ``blur`` are then
+            unused.
+        class_mix_target_jitter (None | str | dict): VFM-UDA's weak colour
+            jitter of the target image before ClassMix pastes the source
+            onto it (``random_aug_weak`` in ``get_mixed_source_and_target``):
+            ``'vfm_uda'`` or ``dict(brightness=32 / 255, contrast=0.5,
+            saturation=0.5, hue=18 / 360, p=0.9)`` (torchvision ColorJitter,
+            applied per image with probability p). None (DAFormer): none.
     """
     requires_teacher = True
     student_domains = ('source', )
@@ -273,9 +326,34 @@ class SelfTraining(BaseUDAMethod):
                  imnet_feature_dist_encoder: Optional[dict] = None,
                  imnet_feature_dist_init: str = 'student',
                  seed: Optional[int] = None,
+                 pseudo_label_flip: bool = False,
+                 strong_augmentation='dacs',
+                 class_mix_target_jitter=None,
                  loss_prefix: Optional[str] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(loss_prefix=loss_prefix, init_cfg=init_cfg)
+        self.pseudo_label_flip = bool(pseudo_label_flip)
+        if strong_augmentation == 'vfm_uda':
+            strong_augmentation = dict(type='vfm_uda', **VFM_UDA_STRONG_AUG)
+        if strong_augmentation == 'dacs':
+            self.vfm_uda_strong_aug = None
+        elif isinstance(strong_augmentation, dict) and \
+                strong_augmentation.get('type') == 'vfm_uda':
+            aug = dict(strong_augmentation)
+            aug.pop('type')
+            self.vfm_uda_strong_aug = check_strong_aug_cfg(
+                aug, 'SelfTraining.strong_augmentation')
+        else:
+            raise ValueError(
+                "SelfTraining: strong_augmentation must be 'dacs', 'vfm_uda' "
+                f"or dict(type='vfm_uda', ...), got {strong_augmentation!r}.")
+        if class_mix_target_jitter == 'vfm_uda':
+            class_mix_target_jitter = dict(VFM_UDA_WEAK_JITTER)
+        self.class_mix_target_jitter = None
+        if class_mix_target_jitter is not None:
+            self.class_mix_target_jitter = check_weak_jitter_cfg(
+                class_mix_target_jitter,
+                'SelfTraining.class_mix_target_jitter')
         if not 0.0 <= pseudo_threshold <= 1.0:
             raise ValueError('pseudo_threshold must be in [0, 1], got '
                              f'{pseudo_threshold}')
@@ -501,7 +579,8 @@ class SelfTraining(BaseUDAMethod):
             losses.update(fd_logs)
 
         # Pseudo-labels and their weight.
-        pseudo_label, pseudo_prob = teacher_pseudo_labels(ctx)
+        pseudo_label, pseudo_prob = teacher_pseudo_labels(
+            ctx, flip=self.pseudo_label_flip)
         fraction = confident_fraction(pseudo_prob, self.pseudo_threshold,
                                       self.pseudo_weight_scope)
         pseudo_weight = pseudo_weight_map(fraction, pseudo_label.shape,
@@ -528,12 +607,20 @@ class SelfTraining(BaseUDAMethod):
             candidates = global_label_values(src_label, num_values)
         mix_mask = class_mix_masks(src_label, rngs, candidates)
         aug_seeds = strong_augment_seeds(rngs)
+        # VFM-UDA's per-image draws follow DAFormer's in each sample's stream
+        if self.class_mix_target_jitter is not None:
+            tgt_img = vfm_uda_weak_jitter(ctx, tgt_img, rngs,
+                                          self.class_mix_target_jitter)
         mixed_img = one_mix(mix_mask, src_img, tgt_img)
         mixed_label = one_mix(mix_mask, src_label, pseudo_label)
         mixed_weight = one_mix(mix_mask, torch.ones_like(pseudo_weight),
                                pseudo_weight)
-        mixed_img = self.strong_augment(ctx, mixed_img, jitter_draw,
-                                        blur_draw, aug_seeds)
+        if self.vfm_uda_strong_aug is not None:
+            mixed_img = vfm_uda_strong_augment(ctx, mixed_img, rngs,
+                                               self.vfm_uda_strong_aug)
+        else:
+            mixed_img = self.strong_augment(ctx, mixed_img, jitter_draw,
+                                            blur_draw, aug_seeds)
 
         losses.update(
             student_weighted_loss(
