@@ -26,7 +26,7 @@ METHODS = ['source_only', 'advent', 'cdga', 'plca', 'daformer', 't2s',
 # The quick start's default: source only and the package's methods (AdvEnt,
 # the pipeline's adversarial baseline, is one `--methods ... advent` away).
 DEFAULT_METHODS = ['source_only', 'cdga', 'plca', 'daformer', 't2s', 'hrda',
-                   'mic']
+                   'mic', 'vfm_source_only', 'vfm_mic']
 NAMES = dict(source_only='source only', advent='AdvEnt', cdga='CDGA',
              plca='PLCA', daformer='DAFormer (self-training)', t2s='T2S-DA',
              hrda='HRDA (self-training)', mic='MIC on DAFormer',

@@ -21,11 +21,18 @@
 #    and bfloat16 (benchmark.py --same-process): s/iter, peak GPU memory
 #    (torch.cuda.max_memory_allocated) and the ratio to source-only, and one
 #    run with the real dataloader on the converted demo data (data time per
-#    iteration). Benchmarks stop being started once $BUDGET_S seconds have
-#    passed, so the script ends in time; skipped configs are listed.
+#    iteration). Before them, the cost questions of HRDA/MIC (float32, one
+#    process each): MIC(HRDA) at its recipe (1024 crops, 2+2 images) with
+#    gradient checkpointing of the MiT-B5 encoder against without
+#    (model.segmentor.backbone.with_cp=True: does it fit in 24 GB?), and
+#    MIC(HRDA) and HRDA against DAFormer at the same 1024 crop
+#    (benchmark.py --baseline). Benchmarks stop being started once
+#    $BUDGET_S seconds have passed, so the script ends in time; skipped
+#    configs and comparisons are listed.
 #
 # Output in $OUT (the device tool's folder) or work_dirs/device_check:
-# device_check.log, env.txt, pytest.xml, benchmark.md, benchmark.json.
+# device_check.log, env.txt, pytest.xml, benchmark.md, benchmark.json,
+# comparisons.txt and comparisons/*.json (the --baseline runs).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -114,9 +121,31 @@ say "tests finished with exit code $TESTS_RC"
 CONFIGS=(${CONFIGS:-configs/advent/gta2cs.py configs/cdga/gta2cs.py
   configs/plca/gta2cs.py configs/daformer/gta2cs_dlv2.py
   configs/t2s/gta2cs_dlv2.py configs/daformer/gta2cs.py configs/t2s/gta2cs.py
-  configs/mic/gta2cs_daformer.py configs/hrda/gta2cs.py})
+  configs/mic/gta2cs_daformer.py configs/hrda/gta2cs.py
+  configs/mic/gta2cs_hrda.py})
 BENCH=$(mktemp -d)
 SKIPPED=()
+# HRDA/MIC cost (docs/hrda.md, docs/mic.md "Cost and memory"): name, then
+# benchmark.py arguments; CONFIG against --baseline in one process.
+COMPARISONS=(
+  "mic_hrda_with_cp_vs_plain|configs/mic/gta2cs_hrda.py --baseline configs/mic/gta2cs_hrda.py --method-cfg-options model.segmentor.backbone.with_cp=True"
+  "mic_hrda_vs_daformer_1024|configs/mic/gta2cs_hrda.py --baseline configs/daformer/gta2cs.py --crop 1024"
+  "hrda_vs_daformer_1024|configs/hrda/gta2cs.py --baseline configs/daformer/gta2cs.py --crop 1024")
+[ "${COMPARE:-1}" = 1 ] || COMPARISONS=()
+mkdir -p "$OUT_DIR/comparisons"
+for item in ${COMPARISONS[@]+"${COMPARISONS[@]}"}; do  # empty-safe (bash < 4.4)
+  name=${item%%|*}
+  if [ "$(elapsed)" -ge "$BUDGET_S" ]; then SKIPPED+=("$name"); continue; fi
+  say "comparison $name (float32)"
+  # shellcheck disable=SC2086
+  timeout 120 "$PY" tools/analysis/benchmark.py ${item#*|} --device cuda \
+    --same-process --warmup "$WARMUP" --iters "$ITERS" \
+    --cfg-options env_cfg.cudnn_benchmark=True \
+    --json "$OUT_DIR/comparisons/$name.json" > "$BENCH/$name.txt" 2>&1 \
+    || say "comparison $name failed (tail of its output below)"
+  sed -n '/^config:/,$p' "$BENCH/$name.txt" | tee -a "$OUT_DIR/comparisons.txt"
+  [ -s "$OUT_DIR/comparisons/$name.json" ] || tail -n 20 "$BENCH/$name.txt"
+done
 for cfg in "${CONFIGS[@]}"; do
   if [ "$(elapsed)" -ge "$BUDGET_S" ]; then SKIPPED+=("$cfg"); continue; fi
   [ -f "$cfg" ] || { say "no $cfg"; continue; }

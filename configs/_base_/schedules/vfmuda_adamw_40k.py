@@ -14,8 +14,10 @@
 # first with end=1500 (its ramp spans end - begin - 1 = 1499 steps) and the
 # second with start_factor 0.9625 from 1500 to 40001.
 # tests/test_vfm_configs.py checks it against the official formula.
+_base_ = ['./adamw_poly10warm_40k.py']
 vfm_uda_lr = 5e-05 * 8**0.5  # lr * sqrt(batch_size * devices * nodes)
 optim_wrapper = dict(
+    _delete_=True,
     constructor='UDAOptimWrapperConstructor',
     type='OptimWrapper',
     optimizer=dict(
@@ -32,16 +34,6 @@ param_scheduler = [
 ]
 # max_steps 40000, val_check_interval 1000. The official runs use
 # `precision: 16-mixed` (main.py): train with --amp (float16 + loss scaler)
-# or --amp-dtype bfloat16 on a GPU.
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=40000, val_interval=1000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=4000,
-        max_keep_ckpts=1, save_last=True),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+# or --amp-dtype bfloat16 on a GPU. Loops and hooks (logging every 50,
+# checkpoints every 4k with --resume) as adamw_poly10warm_40k.py.
+train_cfg = dict(val_interval=1000)
