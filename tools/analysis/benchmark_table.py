@@ -30,7 +30,9 @@ def _crops(result):
 
 
 def row(result):
-    base, meth = result['source_only'], result['method']
+    # the source-only variant, or the --baseline config's run
+    base = result.get('source_only') or result['baseline']
+    meth = result['method']
     data = meth.get('dataloader')
     memory_kind = 'MiB' if meth['memory_kind'] == 'cuda_max_allocated' \
         else 'MiB RSS'

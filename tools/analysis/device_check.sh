@@ -122,7 +122,7 @@ CONFIGS=(${CONFIGS:-configs/advent/gta2cs.py configs/cdga/gta2cs.py
   configs/plca/gta2cs.py configs/daformer/gta2cs_dlv2.py
   configs/t2s/gta2cs_dlv2.py configs/daformer/gta2cs.py configs/t2s/gta2cs.py
   configs/mic/gta2cs_daformer.py configs/hrda/gta2cs.py
-  configs/mic/gta2cs_hrda.py})
+  configs/mic/gta2cs_hrda.py configs/vfm/gta2cs_dinov2_vitl_mic.py})
 BENCH=$(mktemp -d)
 SKIPPED=()
 # HRDA/MIC cost (docs/hrda.md, docs/mic.md "Cost and memory"): name, then
@@ -130,7 +130,9 @@ SKIPPED=()
 COMPARISONS=(
   "mic_hrda_with_cp_vs_plain|configs/mic/gta2cs_hrda.py --baseline configs/mic/gta2cs_hrda.py --method-cfg-options model.segmentor.backbone.with_cp=True"
   "mic_hrda_vs_daformer_1024|configs/mic/gta2cs_hrda.py --baseline configs/daformer/gta2cs.py --crop 1024"
-  "hrda_vs_daformer_1024|configs/hrda/gta2cs.py --baseline configs/daformer/gta2cs.py --crop 1024")
+  "hrda_vs_daformer_1024|configs/hrda/gta2cs.py --baseline configs/daformer/gta2cs.py --crop 1024"
+  "vfm_frozen_lora_vs_full|configs/vfm/gta2cs_dinov2_vitl_frozen_lora_mic.py --baseline configs/vfm/gta2cs_dinov2_vitl_mic.py"
+  "vfm_with_cp_vs_plain|configs/vfm/gta2cs_dinov2_vitl_mic.py --baseline configs/vfm/gta2cs_dinov2_vitl_mic.py --method-cfg-options model.segmentor.backbone.with_cp=True")
 [ "${COMPARE:-1}" = 1 ] || COMPARISONS=()
 mkdir -p "$OUT_DIR/comparisons"
 for item in ${COMPARISONS[@]+"${COMPARISONS[@]}"}; do  # empty-safe (bash < 4.4)
