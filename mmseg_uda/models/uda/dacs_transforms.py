@@ -142,17 +142,25 @@ def color_jiggle(img01: Tensor, strength: float,
     jiggle = ColorJiggle(
         brightness=strength, contrast=strength, saturation=strength,
         hue=strength, p=1.0)
+    return apply_per_image_seeded(jiggle, img01, seeds)
+
+
+def apply_per_image_seeded(aug, img01: Tensor,
+                           seeds: Sequence[int]) -> Tensor:
+    """A kornia augmentation on each image separately, its parameters
+    drawn under ``torch.manual_seed(seed)`` in a forked CPU RNG (kornia
+    samples on the CPU; the global RNG stays untouched)."""
     out = []
     for img, seed in zip(img01, seeds):
         img = img.unsqueeze(0)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
-            params = jiggle.forward_parameters(img.shape)
+            params = aug.forward_parameters(img.shape)
         params = {
             k: v.to(img.device) if torch.is_tensor(v) else v
             for k, v in params.items()
         }
-        out.append(jiggle(img, params=params))
+        out.append(aug(img, params=params))
     return torch.cat(out)
 
 

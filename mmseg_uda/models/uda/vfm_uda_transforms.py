@@ -37,7 +37,7 @@ import torch
 from kornia.augmentation import ColorJitter
 from torch import Tensor
 
-from .dacs_transforms import gaussian_blur
+from .dacs_transforms import apply_per_image_seeded, gaussian_blur
 
 #: VFM-UDA's ``random_aug_uda`` (strong): jitter strength s for all four
 #: factors, RandomApply probabilities of jitter and blur, blur σ range.
@@ -95,18 +95,7 @@ def torchvision_color_jitter(img01: Tensor, seeds: Sequence[int],
     if len(seeds) != img01.shape[0]:
         raise ValueError(f'{len(seeds)} seeds for {img01.shape[0]} images')
     jitter = torchvision_jitter_module(brightness, contrast, saturation, hue)
-    out = []
-    for img, seed in zip(img01, seeds):
-        img = img.unsqueeze(0)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            params = jitter.forward_parameters(img.shape)
-        params = {
-            k: v.to(img.device) if torch.is_tensor(v) else v
-            for k, v in params.items()
-        }
-        out.append(jitter(img, params=params))
-    return torch.cat(out)
+    return apply_per_image_seeded(jitter, img01, seeds)
 
 
 @torch.no_grad()
