@@ -358,3 +358,34 @@ def no_gradient_sync(model):
             return original(self, data, optim_wrapper)
 
     return patched((wrapper, 'train_step', train_step))
+
+
+def rank_major_indices(local_size, device=None):
+    """Negative-control numbering of a rank's samples: rank-major
+    (r·n + i) instead of the sampler's g = i·world_size + r."""
+    from mmengine.dist import get_rank
+    return torch.arange(local_size, device=device) + get_rank() * local_size
+
+
+def build_with_confident_teacher(model_cfg, state=None, teacher_scale=200.0):
+    """``MODELS.build(model_cfg)`` from seed 0; without ``state``, a
+    teacher copied from the student with its classifier scaled by
+    ``teacher_scale`` (the init head is near-uniform: a confident teacher
+    makes the pseudo-labels and their weight matter) and a student
+    perturbed away from it; with ``state``, that state loaded."""
+    from mmengine.config import ConfigDict
+
+    from mmseg_uda.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(ConfigDict(model_cfg))
+    model.init_weights()
+    if state is None:
+        model.teacher.load_state_dict(model.student.state_dict())
+        model.teacher_initialized.fill_(1)
+        with torch.no_grad():
+            model.teacher.decode_head.conv_seg.weight.mul_(teacher_scale)
+            for p in model.student.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    else:
+        model.load_state_dict(state)
+    return model

@@ -11,16 +11,13 @@ one. Negative control: MIC's masks numbered rank-major depart from the
 import functools
 
 import pytest
-import torch
-from mmengine.config import ConfigDict
-from mmengine.dist import get_rank
 
 import mmseg_uda.models.uda.mic as mic_module
-from dist_utils import (Run, assert_differs_from_single,
+from dist_utils import (Run, build_with_confident_teacher,
+                        rank_major_indices, assert_differs_from_single,
                         assert_equal_to_single, compare_runs, patched,
                         random_items, uda_dataset)
 from mmseg_uda.models.uda.mic import mic_iteration_rng
-from mmseg_uda.registry import MODELS
 from uda_utils import uda_model_cfg
 
 OPTIM = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
@@ -50,28 +47,12 @@ DATA = uda_dataset(random_items(8, 32, 32, 4, True, seed=0),
 
 
 def build(state=None):
-    torch.manual_seed(0)
-    model = MODELS.build(ConfigDict(uda_model_cfg(METHODS)))
-    model.init_weights()
-    if state is None:
-        model.teacher.load_state_dict(model.student.state_dict())
-        model.teacher_initialized.fill_(1)
-        with torch.no_grad():  # a confident teacher unlike the student
-            model.teacher.decode_head.conv_seg.weight.mul_(200.0)
-            for p in model.student.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-    else:
-        model.load_state_dict(state)
-    return model
-
-
-def _rank_major_indices(local_size, device=None):
-    return torch.arange(local_size, device=device) + get_rank() * local_size
+    return build_with_confident_teacher(uda_model_cfg(METHODS), state)
 
 
 def rank_major_numbering(model):
     """MIC's per-sample draws seeded with rank-major indices."""
-    return patched((mic_module, 'global_indices', _rank_major_indices))
+    return patched((mic_module, 'global_indices', rank_major_indices))
 
 
 make_run = functools.partial(Run, build, OPTIM, DATA, 2, 2)

@@ -14,17 +14,15 @@ import functools
 
 import pytest
 import torch
-from mmengine.config import ConfigDict
-from mmengine.dist import get_rank
 from mmengine.structures import PixelData
 
 import mmseg_uda.models.uda.dacs_transforms as dacs_module
 import mmseg_uda.models.uda.self_training as self_training_module
-from dist_utils import (Run, assert_differs_from_single,
+from dist_utils import (Run, build_with_confident_teacher,
+                        rank_major_indices, assert_differs_from_single,
                         assert_equal_to_single, compare_runs, no_all_reduce,
                         patched, random_items, uda_dataset)
 from mmseg_uda.models.uda.dacs_transforms import iteration_rng
-from mmseg_uda.registry import MODELS
 from uda_utils import uda_model_cfg
 
 # SGD: the update is linear in the gradient (see test_distributed_step.py).
@@ -78,32 +76,13 @@ DATA = uda_dataset(source_items(), random_items(7, 32, 32, 4, False, seed=1))
 
 
 def build(state=None):
-    torch.manual_seed(0)
-    model = MODELS.build(ConfigDict(uda_model_cfg([METHOD])))
-    model.init_weights()
-    if state is None:
-        model.teacher.load_state_dict(model.student.state_dict())
-        model.teacher_initialized.fill_(1)
-        with torch.no_grad():
-            # a confident teacher (the init head is near-uniform) that
-            # differs from the student, so the pseudo-labels and their
-            # weight matter
-            model.teacher.decode_head.conv_seg.weight.mul_(200.0)
-            for p in model.student.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-    else:
-        model.load_state_dict(state)
-    return model
-
-
-def _rank_major_indices(local_size, device=None):
-    return torch.arange(local_size, device=device) + get_rank() * local_size
+    return build_with_confident_teacher(uda_model_cfg([METHOD]), state)
 
 
 def rank_major_numbering(model):
     """Per-sample draws seeded with rank-major indices (not the sampler's)."""
     return patched(
-        (self_training_module, 'global_indices', _rank_major_indices))
+        (self_training_module, 'global_indices', rank_major_indices))
 
 
 def without_all_reduce(model):

@@ -19,18 +19,16 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from mmengine.config import ConfigDict
-from mmengine.dist import get_rank
 
 import mmseg_uda.models.segmentors.uda_segmentor as uda_segmentor_module
 import mmseg_uda.models.uda.mic as mic_module
-from dist_utils import (Run, assert_differs_from_single,
+from dist_utils import (Run, build_with_confident_teacher,
+                        rank_major_indices, assert_differs_from_single,
                         assert_equal_to_single, assert_sampler_split,
                         compare_runs, patched, random_items, uda_dataset)
 from e2e_utils import assert_resume_exact, make_tiny_uda_data, \
     tiny_runner_cfg
-from mmseg_uda.registry import MODELS
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 OPTIM = dict(optimizer=dict(type='SGD', lr=0.5, momentum=0.9))
@@ -73,34 +71,19 @@ DATA = uda_dataset(random_items(8, 32, 32, 4, True, seed=0),
 
 
 def build(state=None):
-    torch.manual_seed(0)
-    model = MODELS.build(ConfigDict(
-        type='UDASegmentor', segmentor=tiny_vit_segmentor(),
-        methods=vfm_uda_methods(), source_color_jitter='vfm_uda'))
-    model.init_weights()
-    if state is None:
-        model.teacher.load_state_dict(model.student.state_dict())
-        model.teacher_initialized.fill_(1)
-        with torch.no_grad():  # a confident teacher unlike the student
-            model.teacher.decode_head.conv_seg.weight.mul_(50.0)
-            for p in model.student.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-    else:
-        model.load_state_dict(state)
-    return model
-
-
-def _rank_major_indices(local_size, device=None):
-    return torch.arange(local_size, device=device) + get_rank() * local_size
+    return build_with_confident_teacher(
+        dict(type='UDASegmentor', segmentor=tiny_vit_segmentor(),
+             methods=vfm_uda_methods(), source_color_jitter='vfm_uda'),
+        state, teacher_scale=50.0)
 
 
 def rank_major_token_masks(model):
-    return patched((mic_module, 'global_indices', _rank_major_indices))
+    return patched((mic_module, 'global_indices', rank_major_indices))
 
 
 def rank_major_source_jitter(model):
     return patched((uda_segmentor_module, 'global_indices',
-                    _rank_major_indices))
+                    rank_major_indices))
 
 
 make_run = functools.partial(Run, build, OPTIM, DATA, 2, 2)
