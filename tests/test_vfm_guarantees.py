@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from mmengine.config import ConfigDict
 
 import mmseg_uda.models.segmentors.uda_segmentor as uda_segmentor_module
@@ -86,6 +87,18 @@ def rank_major_source_jitter(model):
                     rank_major_indices))
 
 
+def build_frozen_lora(state=None):
+    """The same composition on a frozen encoder with LoRA on q/v (what
+    configs/vfm/gta2cs_dinov2_vitl_frozen_lora_mic.py runs)."""
+    return build_with_confident_teacher(
+        dict(type='UDASegmentor', segmentor=tiny_vit_segmentor(),
+             methods=vfm_uda_methods(), source_color_jitter='vfm_uda',
+             freeze_backbone=True,
+             backbone_adapter=dict(type='LoRA', rank=4, alpha=4,
+                                   target_modules=['q_proj', 'v_proj'])),
+        state, teacher_scale=50.0)
+
+
 make_run = functools.partial(Run, build, OPTIM, DATA, 2, 2)
 
 
@@ -95,7 +108,8 @@ def results(tmp_path_factory):
         {'vfm_uda': make_run(),
          'token_masks_rank_major': make_run(control=rank_major_token_masks),
          'source_jitter_rank_major': make_run(
-             control=rank_major_source_jitter)},
+             control=rank_major_source_jitter),
+         'frozen_lora': Run(build_frozen_lora, OPTIM, DATA, 2, 2)},
         tmp_path_factory.mktemp('vfm_ddp'))
 
 
@@ -106,6 +120,21 @@ def test_vfm_uda_two_processes_equal_one(results):
     logs = result['single']['logs']
     assert all(0 < it['mic.mask_keep_ratio'] < 1 for it in logs)
     assert all(it['mic.loss_masked'] > 0 for it in logs)
+
+
+def test_frozen_encoder_with_lora_two_processes_equal_one(results):
+    """dist_train.sh with a frozen DINOv2 + LoRA: DDP over the adapters
+    and the head only; equal to 1 process, frozen weights untouched."""
+    result = results['frozen_lora']
+    assert_equal_to_single(result)
+    start = result['init']
+    for state in [result['single']['state']] + [
+            r['state'] for r in result['ranks']]:
+        for key, value in state.items():
+            if key.startswith('student.backbone.') and 'lora_' not in key:
+                assert torch.equal(value, start[key]), key
+        assert any(not torch.equal(state[k], start[k]) for k in state
+                   if k.startswith('student.backbone.') and 'lora_B' in k)
 
 
 @pytest.mark.parametrize('control', ['token_masks_rank_major',
